@@ -1,0 +1,39 @@
+# Set-up and entry points. `make bench` runs the suite (GPU if present, else the tiny model on CPU);
+# `make test` runs fluxperf's own tests. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: venv bench test wheelhouse install-offline clean
+
+$(BIN)/pytest: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/pytest
+
+# The main job: every variant on the built-in default model, table in the terminal, files in reports/.
+bench: venv
+	$(BIN)/pytest -m gpu --fluxperf-device auto $(ARGS)
+
+# pytest exits 5 when a selection matches no tests (e.g. ARGS="-k nothing"): not a failure.
+test: venv
+	$(BIN)/pytest -m "not gpu" $(ARGS) || [ $$? -eq 5 ]
+
+# Offline install for GPU hosts without internet that already have torch: wheels of every non-torch
+# dependency, for the target's Python version and platform.
+WHEEL_PYTHON   ?= 3.12
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE     ?= wheelhouse
+wheelhouse:
+	$(PYTHON) scripts/wheelhouse.py --python-version $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) --dest $(WHEELHOUSE)
+
+# On the GPU host, with its own torch: installs fluxperf and its dependencies from the folder alone.
+install-offline:
+	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) --no-build-isolation -e .
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

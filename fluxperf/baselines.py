@@ -1,0 +1,194 @@
+"""Baseline files: path layout, validation, comparison keys, atomic writes, and merging several runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+# Defaults a new baseline starts with; a person may edit them per variant and updates keep the edit.
+# speedup/latency/peak_mem are relative; ssim/lpips absolute; psnr_db in dB.
+DEFAULT_TOLERANCE = {"speedup": 0.05, "latency": 0.10, "peak_mem": 0.10, "ssim": 0.02, "lpips": 0.02, "psnr_db": 1.0}
+REQUIRED_POSITIVE = ("speedup", "latency_s", "eager_latency_s")
+OPTIONAL_NONNEGATIVE = ("peak_mem_gb", "build_s")
+QUALITY_FIELDS = ("lpips_mean", "ssim_mean", "psnr_db_mean")
+
+
+class BaselineError(Exception):
+    """A broken or mismatched baseline: a setup problem, reported apart from regressions."""
+
+    def __init__(self, path: Path, field: str, problem: str):
+        self.path, self.field = path, field
+        super().__init__(f"baseline {path}: field '{field}': {problem}")
+
+
+def path_for(root: Path, gpu_slug: str, scenario_slug: str) -> Path:
+    return Path(root) / gpu_slug / f"{scenario_slug}.json"
+
+
+def _number(path: Path, field: str, value, *, positive: bool, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BaselineError(path, field, f"expected a number, found {value!r}")
+    if not math.isfinite(value):
+        raise BaselineError(path, field, f"{value} is not allowed (must be finite)")
+    if value < 0 or (positive and value == 0):
+        raise BaselineError(path, field, f"{value} must be {'positive' if positive else 'non-negative'}")
+
+
+def validate(data, path: Path) -> dict:
+    """Check every field the verdicts read; raise BaselineError naming the first bad one."""
+    if not isinstance(data, dict):
+        raise BaselineError(path, "(top level)", "expected a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BaselineError(path, "schema_version", f"unknown schema version {version!r}; this fluxperf reads "
+                                                    f"{SCHEMA_VERSION}")
+    for top in ("key", "variants"):
+        if not isinstance(data.get(top), dict):
+            raise BaselineError(path, top, "missing or not an object")
+    for name, entry in data["variants"].items():
+        where = f"variants.{name}"
+        if not isinstance(entry, dict):
+            raise BaselineError(path, where, "expected an object")
+        for field in REQUIRED_POSITIVE:
+            if field not in entry:
+                raise BaselineError(path, f"{where}.{field}", "missing")
+            _number(path, f"{where}.{field}", entry[field], positive=True)
+        for field in OPTIONAL_NONNEGATIVE:
+            _number(path, f"{where}.{field}", entry.get(field), positive=False, nullable=True)
+        tol = entry.get("tolerance")
+        if not isinstance(tol, dict):
+            raise BaselineError(path, f"{where}.tolerance", "missing or not an object")
+        for field in DEFAULT_TOLERANCE:
+            if field not in tol:
+                raise BaselineError(path, f"{where}.tolerance.{field}", "missing")
+            _number(path, f"{where}.tolerance.{field}", tol[field], positive=False)
+        for field in ("speedup", "latency", "peak_mem"):
+            if tol[field] >= 1:
+                raise BaselineError(path, f"{where}.tolerance.{field}", f"{tol[field]} is a fraction and must be < 1")
+        quality = entry.get("quality") or {}
+        if not isinstance(quality, dict):
+            raise BaselineError(path, f"{where}.quality", "expected an object")
+        for field in QUALITY_FIELDS:
+            # null means "not measured" (lpips) or "identical images" (psnr_db)
+            _number(path, f"{where}.quality.{field}", quality.get(field), positive=False, nullable=True)
+    return data
+
+
+def load(path: Path) -> dict | None:
+    """The validated baseline at `path`, or None when there is no file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BaselineError(path, "(file)", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
+            from None
+    return validate(data, path)
+
+
+def check_key(data: dict, expected: dict, path: Path) -> None:
+    """A baseline recorded for another GPU, model or scenario must never be compared with this run."""
+    for field, want in expected.items():
+        have = data["key"].get(field)
+        if have != want:
+            raise BaselineError(path, f"key.{field}", f"recorded for {have!r}, this run is {want!r}; "
+                                                      "this file belongs to another GPU, model or scenario")
+
+
+def dumps(data: dict) -> str:
+    # Sorted keys and one field per line so that a baseline update reads well in a diff.
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: a killed run leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def updated(old: dict | None, key: dict, environment: dict, recorded_utc: str, measured: dict[str, dict]) -> dict:
+    """A new baseline from this session's entries, keeping hand-edited tolerances and unmeasured variants."""
+    variants = dict((old or {}).get("variants", {}))
+    for name, entry in measured.items():
+        previous = variants.get(name, {}).get("tolerance", {})
+        variants[name] = {**entry, "tolerance": {**DEFAULT_TOLERANCE, **previous}}
+    return {"schema_version": SCHEMA_VERSION, "key": key, "environment": environment,
+            "commit": environment.get("commit"), "recorded_utc": recorded_utc, "variants": variants}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """Median per metric across several recordings of the same baseline (the rebaseline workflow)."""
+    first = runs[-1]
+    for other in runs:
+        if other["key"] != first["key"]:
+            raise ValueError("runs to merge were recorded for different scenarios")
+    variants = {}
+    for name in first["variants"]:
+        entries = [r["variants"][name] for r in runs if name in r["variants"]]
+        merged = dict(entries[-1])
+        for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb", "build_s"):
+            merged[field] = _median(e.get(field) for e in entries)
+        merged["speedup_ci"] = [_median(e["speedup_ci"][i] for e in entries if e.get("speedup_ci")) for i in (0, 1)]
+        quality = {f: _median((e.get("quality") or {}).get(f) for e in entries) for f in QUALITY_FIELDS}
+        merged["quality"] = {**(entries[-1].get("quality") or {}), **quality}
+        merged["runs"] = len(entries)
+        variants[name] = merged
+    return {**first, "variants": variants}
+
+
+def compare_table(old: dict | None, new: dict, name: str) -> str:
+    """Markdown rows of old vs new for the rebaseline pull request body."""
+    rows = [f"### {name}", "", "| variant | metric | old | new | change |", "|---|---|---|---|---|"]
+    for variant, entry in sorted(new["variants"].items()):
+        before = (old or {}).get("variants", {}).get(variant, {})
+        for field in ("speedup", "latency_s", "peak_mem_gb"):
+            a, b = before.get(field), entry.get(field)
+            change = f"{(b / a - 1):+.1%}" if a and b else "new" if b is not None and a is None else ""
+            fmt = (lambda x: "–" if x is None else f"{x:.3f}")
+            rows.append(f"| {variant} | {field} | {fmt(a)} | {fmt(b)} | {change} |")
+    return "\n".join(rows) + "\n"
+
+
+def merge_dirs(run_dirs: list[Path], out: Path) -> str:
+    """Merge every baseline file found in all run folders into `out`; return the old-vs-new table."""
+    relative = sorted({p.relative_to(d) for d in map(Path, run_dirs) for p in d.rglob("*.json")})
+    if not relative:
+        raise ValueError(f"no baseline files under {', '.join(map(str, run_dirs))}")
+    tables = []
+    for rel in relative:
+        runs = [load(Path(d) / rel) for d in run_dirs if (Path(d) / rel).exists()]
+        target = Path(out) / rel
+        old = load(target)
+        merged = merge_runs(runs)
+        if old:
+            # Hand-edited tolerances in the committed file survive a rebaseline.
+            for name, entry in merged["variants"].items():
+                entry["tolerance"] = {**entry["tolerance"], **old["variants"].get(name, {}).get("tolerance", {})}
+            merged["variants"] = {**old["variants"], **merged["variants"]}
+        write_atomic(target, dumps(validate(merged, target)))
+        tables.append(compare_table(old, merged, str(rel)))
+    return "\n".join(tables)

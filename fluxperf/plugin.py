@@ -1,0 +1,313 @@
+"""pytest plugin: options, markers, the session's variant fixtures, baseline handling and the summary."""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fluxperf import baselines, report, stats, variants
+from fluxperf.scenario import DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
+
+BENCH = pytest.StashKey["object"]()
+CPU_HINT = "run the suite on CPU with the tiny model: pytest -m gpu --fluxperf-device cpu (or: make bench)"
+
+
+class FluxperfWarning(UserWarning):
+    """A verdict that is reported but doesn't fail: inconclusive speed, absolute latency drift."""
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("fluxperf", "fluxperf: FLUX.1-dev performance regression suite")
+    add = lambda name, **kw: g.addoption(f"--fluxperf-{name}", dest=f"fluxperf_{name.replace('-', '_')}", **kw)
+    add("model", default=None, help="tiny | synthetic | Hugging Face repo id | local directory "
+        f"(env FLUXPERF_MODEL; default: {DEFAULT_HUB_MODEL} on CUDA, tiny on CPU)")
+    add("revision", default=None, help="pin the model's revision (commit sha or tag)")
+    add("device", default="cuda", help="cuda | cpu | auto (cuda if available, else cpu); default cuda")
+    add("variants", default=None, help="comma-separated variants to run (default: all registered)")
+    add("height", type=int, default=512, help="image height, a multiple of 16 (default 512)")
+    add("width", type=int, default=512, help="image width, a multiple of 16 (default 512)")
+    add("steps", type=int, default=28, help="denoising steps (default 28)")
+    add("guidance", type=float, default=3.5, help="guidance scale (default 3.5)")
+    add("prompts", default=None, help="prompt file, one per line (default: the shipped set)")
+    add("num-prompts", type=int, default=None, help="use only the first N prompts")
+    add("seeds", default="0", help="comma-separated seeds (default 0)")
+    add("dtype", default=None, help=f"{' | '.join(DTYPES)} (default bfloat16; float32 on CPU, where bf16 is slow)")
+    add("rounds", type=int, default=5, help="timed rounds per variant, each one eager and one variant image")
+    add("max-rounds", type=int, default=20, help="cap on rounds when a speed verdict is inconclusive")
+    add("param", action="append", default=[], metavar="NAME=VALUE", help="variant tunable, e.g. fora_interval=3")
+    add("floor", action="append", default=[], metavar="VARIANT.METRIC=VALUE",
+        help="quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: ssim, psnr_db, lpips)")
+    add("baseline-dir", default=None, help="baseline folder (default: baselines/ at the rootdir)")
+    add("update-baselines", action="store_true", help="write or refresh baselines from this session")
+    add("require-baseline", action="store_true", help="fail, instead of skip, when no baseline exists")
+    add("report-dir", default=None, help="report folder (default: reports/ at the rootdir)")
+    add("cache-dir", default=None, help="reference images and build artifacts "
+        "(env FLUXPERF_CACHE_DIR; default ~/.cache/fluxperf)")
+    add("lpips-random-backbone", action="store_true",
+        help="LPIPS with a random AlexNet, for offline smoke runs only; reports label it")
+
+
+def _usage(option: str, problem: str) -> pytest.UsageError:
+    return pytest.UsageError(f"--fluxperf-{option}: {problem}")
+
+
+def _parse_param(text: str, known: dict):
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise _usage("param", f"{text!r} is not NAME=VALUE")
+    if name not in known:
+        raise _usage("param", f"unknown tunable {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    kind = type(known[name])
+    try:
+        value = (raw.lower() in ("1", "true", "yes")) if kind is bool else kind(raw)
+    except ValueError:
+        raise _usage("param", f"{name} takes a {kind.__name__}, got {raw!r}") from None
+    return name, value
+
+
+def _parse_floor(text: str, names: list[str]):
+    target, sep, raw = text.partition("=")
+    name, dot, metric = target.rpartition(".")
+    if not (sep and dot) or name not in names or metric not in ("ssim", "psnr_db", "lpips"):
+        raise _usage("floor", f"{text!r} is not VARIANT.METRIC=VALUE with a variant in {', '.join(names)} "
+                              "and a metric in ssim, psnr_db, lpips")
+    try:
+        return name, metric, float(raw)
+    except ValueError:
+        raise _usage("floor", f"{raw!r} is not a number") from None
+
+
+def resolve(config) -> "object":
+    """Read and validate every option once; a bad value is a usage error naming the option."""
+    from fluxperf.bench import Settings
+
+    opt = lambda name: config.getoption(f"fluxperf_{name}")
+    device = opt("device")
+    if device not in ("cuda", "cpu", "auto"):
+        raise _usage("device", f"{device!r} is not one of cuda, cpu, auto")
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = opt("model") or os.environ.get("FLUXPERF_MODEL") or ("tiny" if device == "cpu" else DEFAULT_HUB_MODEL)
+    dtype = opt("dtype") or ("float32" if device == "cpu" else "bfloat16")
+    for name in ("height", "width"):
+        if opt(name) <= 0 or opt(name) % 16:
+            raise _usage(name, f"{opt(name)} must be a positive multiple of 16")
+    if opt("steps") < 1:
+        raise _usage("steps", f"{opt('steps')} must be at least 1")
+    if dtype not in DTYPES:
+        raise _usage("dtype", f"{dtype!r} is not one of {', '.join(DTYPES)}")
+    if opt("rounds") < 2 or opt("max_rounds") < opt("rounds"):
+        raise _usage("rounds", f"need rounds >= 2 and max-rounds >= rounds, got {opt('rounds')} and {opt('max_rounds')}")
+    try:
+        seeds = tuple(int(s) for s in opt("seeds").split(",") if s.strip())
+    except ValueError:
+        raise _usage("seeds", f"{opt('seeds')!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise _usage("seeds", "give at least one seed")
+    if opt("prompts"):
+        try:
+            prompts = parse_prompts(Path(opt("prompts")).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise _usage("prompts", f"can't read {opt('prompts')}: {exc.strerror}") from None
+    else:
+        prompts = shipped_prompts()
+    if opt("num_prompts") is not None:
+        if opt("num_prompts") < 1:
+            raise _usage("num-prompts", f"{opt('num_prompts')} must be at least 1")
+        prompts = prompts[:opt("num_prompts")]
+    if not prompts:
+        raise _usage("prompts", "the prompt file holds no prompts")
+    available = variants.names()
+    chosen = [v.strip() for v in opt("variants").split(",") if v.strip()] if opt("variants") else available
+    for name in chosen:
+        if name not in available:
+            raise _usage("variants", f"unknown variant {name!r}; choose from: {', '.join(available)}")
+    # Eager is the reference every other variant is timed and judged against.
+    chosen = [n for n in available if n in chosen or n == "eager"]
+    params = dict(_parse_param(p, variants.all_params()) for p in opt("param"))
+    floors: dict = {}
+    for text in opt("floor"):
+        name, metric, value = _parse_floor(text, available)
+        floors.setdefault(name, {})[metric] = value
+    root = Path(config.rootpath)
+    cache = opt("cache_dir") or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
+    scenario = Scenario(model=model, revision=opt("revision"), height=opt("height"), width=opt("width"),
+                        steps=opt("steps"), guidance=opt("guidance"), prompts=prompts, seeds=seeds,
+                        dtype=dtype, device=device)
+    return Settings(scenario=scenario, variants=tuple(chosen), params=params, rounds=opt("rounds"),
+                    max_rounds=opt("max_rounds"), cache_dir=Path(cache).expanduser(),
+                    baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
+                    report_dir=Path(opt("report_dir") or root / "reports"), repo_dir=root,
+                    update_baselines=opt("update_baselines"), require_baseline=opt("require_baseline"),
+                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: the FLUX performance suite (runs on CUDA, or on CPU with "
+                                       "--fluxperf-device cpu)")
+    config.addinivalue_line("markers", "fluxperf_variants(kind): which variants a test applies to: "
+                                       "all | eager | optimized (not eager) | timed (optimized and judged on speed)")
+    from fluxperf import progress
+    from fluxperf.bench import Bench
+
+    config.stash[BENCH] = Bench(resolve(config))
+    writer = config.pluginmanager.get_plugin("terminalreporter")
+    if writer is not None:
+        # Builds take minutes; show their steps even while pytest captures output.
+        progress.set_sink(lambda line: writer.write_line(line))
+
+
+def _bench(config):
+    return config.stash[BENCH]
+
+
+def pytest_generate_tests(metafunc):
+    if "variant_run" in metafunc.fixturenames:
+        names = list(_bench(metafunc.config).settings.variants)
+        # One list for every test keeps pytest's grouping by variant: each variant is built once,
+        # its tests run, it is released, then the next is built.
+        metafunc.parametrize("variant_run", names, indirect=True, scope="session", ids=names)
+
+
+def _applies(item) -> bool:
+    marker = item.get_closest_marker("fluxperf_variants")
+    if marker is None or not hasattr(item, "callspec") or "variant_run" not in item.callspec.params:
+        return True
+    name = item.callspec.params["variant_run"]
+    kind = marker.args[0]
+    if kind == "eager":
+        return name == "eager"
+    if kind == "optimized":
+        return name != "eager"
+    if kind == "timed":
+        return name != "eager" and variants.get(name).timed
+    return True
+
+
+def pytest_collection_modifyitems(session, config, items):
+    keep = [i for i in items if _applies(i)]
+    dropped = [i for i in items if not _applies(i)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    bench = _bench(config)
+    if not any(i.get_closest_marker("gpu") for i in items):
+        return
+    if bench.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason=f"no CUDA device; {CPU_HINT}")
+            for item in items:
+                if item.get_closest_marker("gpu"):
+                    item.add_marker(skip)
+            return
+    try:
+        bench.load_baseline()
+    except baselines.BaselineError as exc:
+        # A setup problem, not a regression: pytest exits with its usage-error code (4).
+        raise pytest.UsageError(f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines "
+                                "to rewrite it.") from None
+
+
+@pytest.fixture(scope="session")
+def fluxperf_bench(request):
+    """The session's measurements (fluxperf.bench.Bench)."""
+    return _bench(request.config)
+
+
+@pytest.fixture(scope="session")
+def variant_run(request, fluxperf_bench):
+    """A variant built, warmed up, timed and rendered once per session; released after its tests."""
+    from fluxperf import timing
+    from fluxperf.models import ModelSourceError
+
+    name = request.param
+    failure = None
+    try:
+        live = fluxperf_bench.measure(name)
+    except variants.MissingDependency as exc:
+        pytest.skip(f"{name}: {exc}")
+    except ModelSourceError as exc:
+        failure = str(exc)
+    except Exception:
+        failure = f"{name} failed to build or run:\n{traceback.format_exc()}"
+    if failure is not None:
+        # Outside the except block the traceback (and the GPU tensors its frames hold) is gone.
+        timing.release(fluxperf_bench.device)
+        pytest.fail(failure, pytrace=False)
+    yield live
+    fluxperf_bench.release(live)
+
+
+def rebaseline_command(bench) -> str:
+    return "pytest -m gpu --fluxperf-update-baselines" + (
+        f" --fluxperf-model {bench.scenario.model}" if bench.scenario.model != DEFAULT_HUB_MODEL else "")
+
+
+def baseline_for(bench, name: str) -> dict:
+    """This variant's baseline entry, or skip/fail (under --fluxperf-require-baseline) with the reason."""
+    s = bench.settings
+    if s.update_baselines:
+        pytest.skip("--fluxperf-update-baselines: this session writes the baseline instead of judging against it")
+    entry = bench.baseline_entry(name)
+    if entry is None:
+        what = f"no baseline for {name} in {bench.baseline_path}"
+        if s.require_baseline:
+            pytest.fail(f"{what} (--fluxperf-require-baseline); record one with: {rebaseline_command(bench)}",
+                        pytrace=False)
+        pytest.skip(f"{what}; record one with: {rebaseline_command(bench)}")
+    run = bench.results[name]
+    if entry.get("params", {}) != run.params:
+        pytest.skip(f"{name}: baseline recorded with {entry.get('params')}, this run uses {run.params}; "
+                    "not comparable")
+    return entry
+
+
+def warn(message: str) -> None:
+    warnings.warn(FluxperfWarning(message), stacklevel=2)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    bench = session.config.stash.get(BENCH, None)
+    if bench is None or not bench.results:
+        return
+    bench.write_reports()
+    if bench.settings.update_baselines:
+        path = bench.update_baseline(report.utc_now())
+        if path:
+            session.config._fluxperf_written = path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    bench = config.stash.get(BENCH, None)
+    if bench is None or not bench.results:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "fluxperf summary")
+    for line in report.header_lines(bench):
+        tr.write_line(line)
+    tr.write_line("")
+    tr.write_line(report.table_text(report.SPEED_HEADER, report.speed_rows(bench)))
+    qrows = report.quality_rows(bench)
+    if qrows:
+        tr.write_line("")
+        tr.write_line(report.table_text(report.QUALITY_HEADER, qrows))
+    d = bench.determinism
+    if d and not d["ok"]:
+        tr.write_line("")
+        tr.write_line(f"WARNING: eager re-rendered the same prompt and seed differently (worst PSNR "
+                      f"{d['worst_psnr_db']:.1f} dB < {d['bound_psnr_db']} dB): quality verdicts are unreliable",
+                      red=True, bold=True)
+    tr.write_line("")
+    tr.write_line(f"reports: {bench.settings.report_dir}/ (results.json, report.md, latency.png, grid-*.png)")
+    written = getattr(config, "_fluxperf_written", None)
+    if written:
+        tr.write_line(f"baseline written: {written}")
+
+

@@ -1,0 +1,98 @@
+"""LPIPS, SSIM and PSNR of a variant's images against eager's, per image, with mean and worst."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # what torchvision's AlexNet weights download is called
+# Which direction is worse, per metric.
+HIGHER_IS_BETTER = {"lpips": False, "ssim": True, "psnr_db": True}
+
+
+class LpipsUnavailable(RuntimeError):
+    pass
+
+
+def torch_home() -> Path:
+    return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch")).expanduser()
+
+
+def make_lpips(random_backbone: bool, device: str = "cpu"):
+    """LPIPS with the AlexNet backbone, as the reference comparison used.
+
+    The backbone's weights come from torchvision's cache; offline, a missing file means LPIPS can't run
+    and the error says how to pre-seed it. `random_backbone` is the explicit opt-in for offline smoke runs:
+    a seeded random AlexNet, whose numbers only make sense relative to each other.
+    """
+    import lpips
+
+    checkpoint = torch_home() / "hub" / "checkpoints" / ALEXNET_FILE
+    if not random_backbone and not checkpoint.exists():
+        raise LpipsUnavailable(
+            f"LPIPS needs torchvision's AlexNet weights at {checkpoint}, which are absent. Pre-seed the cache on a "
+            f"machine with internet: python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\" "
+            f"and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ (TORCH_HOME={torch_home()}); or, for an "
+            f"offline smoke run only, pass --fluxperf-lpips-random-backbone")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the random backbone must be the same one every session
+        model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
+    return model.eval().to(device)
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float() / 255.0
+
+
+def per_image(reference_u8: torch.Tensor, images_u8: torch.Tensor, lpips_model=None) -> dict[str, list]:
+    """Metrics for each image pair; N×3×H×W uint8 tensors. PSNR of identical images is inf."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    if reference_u8.shape != images_u8.shape:
+        raise ValueError(f"image shapes differ: reference {tuple(reference_u8.shape)} vs {tuple(images_u8.shape)}")
+    out: dict[str, list] = {"ssim": [], "psnr_db": [], "lpips": [] if lpips_model is not None else None}
+    with torch.no_grad():
+        for ref, img in zip(to_float(reference_u8), to_float(images_u8)):
+            ref, img = ref[None], img[None]
+            out["ssim"].append(float(structural_similarity_index_measure(img, ref, data_range=1.0)))
+            out["psnr_db"].append(float(peak_signal_noise_ratio(img, ref, data_range=1.0)))
+            if lpips_model is not None:
+                dev = next(lpips_model.parameters()).device
+                # LPIPS expects [-1, 1].
+                out["lpips"].append(float(lpips_model(img.to(dev) * 2 - 1, ref.to(dev) * 2 - 1).flatten()[0]))
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    worst: float
+    worst_index: int
+
+
+def summarize(metric: str, values: list[float]) -> Summary:
+    """Mean and worst value. Identical pairs have an infinite PSNR: the mean is over the finite ones,
+    and is inf only when every pair is identical."""
+    pick = min if HIGHER_IS_BETTER[metric] else max
+    worst_index = pick(range(len(values)), key=values.__getitem__)
+    finite = [v for v in values if math.isfinite(v)]
+    mean = sum(finite) / len(finite) if finite else math.inf
+    return Summary(mean, values[worst_index], worst_index)
+
+
+def fmt(metric: str, value: float | None) -> str:
+    """Human form; inf PSNR prints as 'identical', never as a number."""
+    if value is None:
+        return "–"
+    if metric == "psnr_db":
+        return "identical" if math.isinf(value) else f"{value:.2f} dB"
+    return f"{value:.4f}"
+
+
+def json_value(value: float | None) -> float | None:
+    """JSON has no inf: identical images store PSNR as null (the report says 'identical')."""
+    return None if value is None or not math.isfinite(value) else value

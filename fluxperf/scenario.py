@@ -1,0 +1,86 @@
+"""Scenario: everything that defines one benchmark run's workload, frozen and hashable."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+DTYPES = ("bfloat16", "float16", "float32")
+BUILTIN_MODELS = ("tiny", "synthetic")
+DEFAULT_HUB_MODEL = "black-forest-labs/FLUX.1-dev"
+
+
+def shipped_prompts() -> tuple[str, ...]:
+    text = resources.files("fluxperf").joinpath("prompts.txt").read_text(encoding="utf-8")
+    return parse_prompts(text)
+
+
+def parse_prompts(text: str) -> tuple[str, ...]:
+    """One prompt per line; blank lines and lines starting with '#' are ignored."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    model: str = "tiny"
+    revision: str | None = None
+    height: int = 512
+    width: int = 512
+    steps: int = 28
+    guidance: float = 3.5
+    prompts: tuple[str, ...] = field(default_factory=shipped_prompts)
+    seeds: tuple[int, ...] = (0,)
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        # Library-level checks; the plugin turns these into usage errors naming the option.
+        if self.height % 16 or self.width % 16 or self.height <= 0 or self.width <= 0:
+            raise ValueError(f"resolution {self.height}x{self.width} must be positive multiples of 16")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if not self.prompts:
+            raise ValueError("the prompt set is empty")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+
+    @property
+    def items(self) -> tuple[tuple[int, int], ...]:
+        """(prompt index, seed) pairs in render order: every prompt with every seed."""
+        return tuple((p, s) for s in self.seeds for p in range(len(self.prompts)))
+
+    @property
+    def prompts_sha(self) -> str:
+        return hashlib.sha256("\n".join(self.prompts).encode()).hexdigest()
+
+    @property
+    def model_slug(self) -> str:
+        name = self.model.rstrip("/")
+        if name.startswith(("/", ".", "~")):  # a local directory: its folder name is what people recognise
+            name = name.split("/")[-1]
+        slug = slugify(name)
+        return f"{slug}-{self.revision[:12]}" if self.revision else slug
+
+    @property
+    def slug(self) -> str:
+        """File-name key: model, shape, steps, guidance, dtype, prompt set and seeds."""
+        guidance = f"{self.guidance:g}".replace(".", "p")
+        seeds = hashlib.sha256(",".join(map(str, self.seeds)).encode()).hexdigest()[:6]
+        return (f"{self.model_slug}-{self.height}x{self.width}-{self.steps}steps-g{guidance}-{self.dtype}"
+                f"-{len(self.prompts)}p{self.prompts_sha[:8]}-{len(self.seeds)}s{seeds}")
+
+    def key(self) -> dict:
+        """What a baseline must match to be comparable (besides the GPU, which is in the path)."""
+        return {
+            "model": self.model, "revision": self.revision, "height": self.height, "width": self.width,
+            "steps": self.steps, "guidance": self.guidance, "dtype": self.dtype,
+            "prompts_sha256": self.prompts_sha, "num_prompts": len(self.prompts), "seeds": list(self.seeds),
+        }

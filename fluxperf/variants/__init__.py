@@ -1,0 +1,85 @@
+"""Variant registry: one module per optimization, registered by name; this package imports them all."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class MissingDependency(ImportError):
+    """An optional package a variant needs is not installed; the variant is skipped, not failed."""
+
+    def __init__(self, package: str, install: str):
+        self.package, self.install = package, install
+        super().__init__(f"{package} is not installed; install it with: {install}")
+
+
+def require(module: str, install: str):
+    """Import an optional dependency inside build(), turning its absence into MissingDependency."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        # Only a missing top-level package is "not installed"; a broken install must surface as itself.
+        if getattr(exc, "name", None) and exc.name.split(".")[0] != module.split(".")[0]:
+            raise
+        raise MissingDependency(module, install) from exc
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    build: Callable[..., Any]
+    doc: str = ""
+    # Lossless variants must reproduce eager's images; lossy ones are held to a configurable floor.
+    lossless: bool = False
+    # Simulated-quantization variants are slower than eager by design: never judged on speed.
+    timed: bool = True
+    # A variant that changes the shared modules in place can't be interleaved with eager.
+    in_place: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def register(name: str, *, lossless: bool = False, timed: bool = True, in_place: bool = False,
+             params: dict[str, Any] | None = None):
+    """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults."""
+
+    def wrap(build):
+        if name in _REGISTRY:
+            raise ValueError(f"variant {name!r} registered twice")
+        doc = (build.__module__ and importlib.import_module(build.__module__).__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}))
+        return build
+
+    return wrap
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def names() -> list[str]:
+    """Registered variants, eager first, then variants that keep eager's modules intact, then the rest."""
+    _load_all()
+    return sorted(_REGISTRY, key=lambda n: (n != "eager", _REGISTRY[n].in_place, n))
+
+
+def get(name: str) -> Variant:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; choose from: {', '.join(names())}") from None
+
+
+def all_params() -> dict[str, Any]:
+    """Every tunable any variant declares, with its default (variants sharing a name share the value)."""
+    merged: dict[str, Any] = {}
+    for name in names():
+        merged.update(_REGISTRY[name].params)
+    return merged

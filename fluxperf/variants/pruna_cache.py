@@ -1,0 +1,52 @@
+"""pruna's FORA cacher: the transformer blocks run every `interval` steps after `start_step`, cached outputs between."""
+
+from __future__ import annotations
+
+import os
+
+from fluxperf.progress import step
+from fluxperf.variants import register, require
+
+# requirements/pruna.txt says why pruna goes in with --no-deps and which few packages it really needs.
+INSTALL = "make pruna  (pip install -r requirements/pruna.txt && pip install --no-deps pruna==0.3.4)"
+
+# FORA's own defaults in pruna 0.3.4, which the reference comparison's flux_caching used.
+FORA_PARAMS = {"fora_interval": 2, "fora_start_step": 2}
+
+
+def _telemetry_off() -> None:
+    # pruna exports usage metrics to its servers unless PRUNA_METRICS_ENABLED is "false". It reads the variable on
+    # every tracked call and only fills it in (from a config file that says true) when it is absent, so assigning it
+    # here, not setdefault, wins over a user's `true` as well. Its OTLP exporter exports nothing while no metric
+    # was recorded, which is what keeps the process silent. pruna 0.3.4 has no other phone-home (no version check).
+    os.environ["PRUNA_METRICS_ENABLED"] = "false"
+
+
+def smash_fora(pipe, scenario, params, *, compile: bool):
+    """Smash `pipe` with FORA (and pruna's torch_compile if `compile`), returning the PrunaModel to call.
+
+    pruna 0.3.4 neither copies the pipeline nor its weights: FORA wraps the `forward` of the shared transformer's
+    blocks in place (so the eager pipeline is changed, hence in_place=True), and torch_compile then compiles those
+    blocks' original forwards. The PrunaModel's call resets FORA's step counter and cache before every image;
+    calling `pipe` itself would not, and would reuse the last image's cached activations.
+    """
+    _telemetry_off()
+    require("pruna", INSTALL)
+    from pruna import SmashConfig, smash
+
+    algorithms: dict = {"fora": {"interval": int(params["fora_interval"]),
+                                 "start_step": int(params["fora_start_step"])}}
+    if compile:
+        algorithms["torch_compile"] = {}
+    # cache_dir_prefix keeps pruna's scratch folder out of ~/.cache/pruna.
+    config = SmashConfig(algorithms, device=scenario.device, cache_dir_prefix=params["cache_dir"] / "pruna")
+    # Without this, torch_compile first saves the whole pipeline to disk (33 GB for FLUX.1-dev) so that the
+    # smashed model could be saved later; the benchmark never saves it.
+    config.disable_saving()
+    with step(f"pruna smash {' + '.join(algorithms)}", "smash_s"):
+        return smash(model=pipe, smash_config=config)
+
+
+@register("pruna_cache", in_place=True, params=FORA_PARAMS)
+def build(pipe, scenario, params):
+    return smash_fora(pipe, scenario, params, compile=False)

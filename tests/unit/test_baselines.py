@@ -1,0 +1,220 @@
+"""Baseline files: parsing and validation from small fixtures, key checks, atomic writes, updates and merging."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxperf import baselines
+from fluxperf.baselines import BaselineError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+VALID = DATA / "baseline_valid.json"
+RELATIVE = Path("nvidia-h100-80gb-hbm3") / "flux-512x512.json"
+
+
+def valid() -> dict:
+    return json.loads(VALID.read_text())
+
+
+# ----- parsing --------------------------------------------------------------------------------------------------
+
+def test_a_valid_file_loads_with_every_variant():
+    data = baselines.load(VALID)
+    assert set(data["variants"]) == {"eager", "compile"}
+    assert data["variants"]["compile"]["speedup"] == 1.31
+
+
+def test_a_missing_file_loads_as_none(tmp_path):
+    assert baselines.load(tmp_path / "absent.json") is None
+
+
+@pytest.mark.parametrize("name, field, problem", [
+    ("baseline_malformed.json", "(file)", "not valid JSON"),
+    ("baseline_missing_field.json", "variants.compile.latency_s", "missing"),
+    ("baseline_nan.json", "variants.compile.speedup", "must be finite"),
+    ("baseline_negative.json", "variants.compile.peak_mem_gb", "must be non-negative"),
+    ("baseline_unknown_schema.json", "schema_version", "unknown schema version 99"),
+])
+def test_a_broken_file_raises_baseline_error_naming_the_file_and_the_field(name, field, problem):
+    path = DATA / name
+    with pytest.raises(BaselineError) as info:
+        baselines.load(path)
+    assert info.value.path == path and info.value.field == field
+    message = str(info.value)
+    assert str(path) in message and f"field '{field}'" in message and problem in message, message
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["variants"]["compile"].__setitem__("speedup", 0), "variants.compile.speedup"),
+    (lambda d: d["variants"]["compile"].__setitem__("eager_latency_s", True), "variants.compile.eager_latency_s"),
+    (lambda d: d["variants"]["compile"]["tolerance"].pop("lpips"), "variants.compile.tolerance.lpips"),
+    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speedup", 5), "variants.compile.tolerance.speedup"),
+    (lambda d: d["variants"]["compile"]["quality"].__setitem__("ssim_mean", "high"), "variants.compile.quality.ssim_mean"),
+    (lambda d: d.pop("variants"), "variants"),
+])
+def test_other_invalid_values_name_their_field(tmp_path, mutate, field):
+    data = valid()
+    mutate(data)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError) as info:
+        baselines.load(path)
+    assert info.value.field == field, str(info.value)
+
+
+def test_null_quality_means_not_measured_and_is_valid():
+    data = valid()
+    assert data["variants"]["compile"]["quality"]["psnr_db_mean"] is None
+    baselines.validate(data, VALID)
+
+
+# ----- comparison keys -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, other", [("gpu", "NVIDIA A100-SXM4-80GB"), ("steps", 4), ("seeds", [0, 1])])
+def test_a_baseline_recorded_for_another_gpu_or_scenario_is_refused(field, other):
+    data = valid()
+    expected = {**data["key"], field: other}
+    with pytest.raises(BaselineError) as info:
+        baselines.check_key(data, expected, VALID)
+    assert info.value.field == f"key.{field}" and "another GPU, model or scenario" in str(info.value)
+
+
+def test_a_matching_key_is_accepted():
+    data = valid()
+    baselines.check_key(data, dict(data["key"]), VALID)
+
+
+# ----- writing ------------------------------------------------------------------------------------------------
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt("killed mid-write")
+
+
+@pytest.mark.parametrize("target", ["replace", "fsync"])
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch, target):
+    path = tmp_path / "gpu" / "b.json"
+    path.parent.mkdir()
+    path.write_text("old contents\n")
+    monkeypatch.setattr(baselines.os, target, _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        baselines.write_atomic(path, "new contents\n")
+    assert path.read_text() == "old contents\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b.json"]
+
+
+def test_a_write_replaces_the_file_and_creates_its_folder(tmp_path):
+    path = tmp_path / "new" / "gpu" / "b.json"
+    baselines.write_atomic(path, "hello\n")
+    assert path.read_text() == "hello\n" and sorted(p.name for p in path.parent.iterdir()) == ["b.json"]
+
+
+def test_dumps_sorts_keys_and_refuses_nan():
+    text = baselines.dumps({"b": 1, "a": {"d": 2, "c": 3}})
+    assert list(json.loads(text)) == ["a", "b"] and text.index('"c"') < text.index('"d"') and text.endswith("\n")
+    with pytest.raises(ValueError):
+        baselines.dumps({"speedup": math.nan})
+
+
+def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_session():
+    old = valid()
+    old["variants"]["compile"]["tolerance"]["speedup"] = 0.08      # edited by hand
+    old["variants"]["trt_fp8"] = copy.deepcopy(old["variants"]["compile"])   # not measured this session
+    measured = {"compile": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, "quality": {}},
+                "new_variant": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, "quality": {}}}
+    new = baselines.updated(old, old["key"], {"commit": "abc"}, "2025-02-02T00:00:00Z", measured)
+    assert new["variants"]["compile"]["speedup"] == 1.40
+    assert new["variants"]["compile"]["tolerance"]["speedup"] == 0.08
+    assert new["variants"]["compile"]["tolerance"]["latency"] == baselines.DEFAULT_TOLERANCE["latency"]
+    assert new["variants"]["trt_fp8"] == old["variants"]["trt_fp8"]
+    assert new["variants"]["new_variant"]["tolerance"] == baselines.DEFAULT_TOLERANCE
+    assert new["commit"] == "abc" and new["recorded_utc"] == "2025-02-02T00:00:00Z"
+    baselines.validate(new, VALID)
+
+
+# ----- merging several runs ---------------------------------------------------------------------------------
+
+def _run(speedup: float, latency: float, ssim: float) -> dict:
+    data = valid()
+    entry = data["variants"]["compile"]
+    entry.update(speedup=speedup, latency_s=latency, speedup_ci=[speedup - 0.1, speedup + 0.1])
+    entry["quality"]["ssim_mean"] = ssim
+    return data
+
+
+def test_merging_runs_takes_the_median_of_each_metric():
+    merged = baselines.merge_runs([_run(1.30, 0.92, 0.990), _run(1.50, 0.80, 0.999), _run(1.31, 0.91, 0.995)])
+    entry = merged["variants"]["compile"]
+    assert entry["speedup"] == 1.31 and entry["latency_s"] == 0.91
+    assert entry["speedup_ci"] == pytest.approx([1.21, 1.41]) and entry["quality"]["ssim_mean"] == 0.995
+    assert entry["runs"] == 3
+
+
+def test_merging_keeps_a_variant_that_only_some_runs_measured():
+    partial = _run(1.30, 0.92, 0.99)
+    del partial["variants"]["compile"]       # say compile failed to build in the last run
+    merged = baselines.merge_runs([_run(1.30, 0.92, 0.99), _run(1.32, 0.90, 0.99), partial])
+    assert "compile" in merged["variants"], sorted(merged["variants"])
+    assert merged["variants"]["compile"]["runs"] == 2
+
+
+def test_merging_runs_of_different_scenarios_is_refused():
+    other = _run(1.3, 0.9, 0.99)
+    other["key"]["steps"] = 4
+    with pytest.raises(ValueError, match="different scenarios"):
+        baselines.merge_runs([_run(1.3, 0.9, 0.99), other])
+
+
+def _write_runs(tmp_path: Path, speedups=(1.30, 1.50, 1.31)) -> list[Path]:
+    dirs = []
+    for i, sp in enumerate(speedups):
+        run = tmp_path / f"run-{i}"
+        baselines.write_atomic(run / RELATIVE, baselines.dumps(_run(sp, 1.2 / sp, 0.99)))
+        dirs.append(run)
+    return dirs
+
+
+def _merge_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fluxperf", "merge-baselines", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_merge_baselines_command_writes_the_merged_file_and_the_table(tmp_path):
+    runs = _write_runs(tmp_path)
+    out, table = tmp_path / "baselines", tmp_path / "table.md"
+    old = valid()
+    old["variants"]["compile"]["tolerance"]["speedup"] = 0.07       # the committed file's hand edit
+    baselines.write_atomic(out / RELATIVE, baselines.dumps(old))
+    done = _merge_cli("--out", str(out), "--table", str(table), *map(str, runs))
+    assert done.returncode == 0, done.stderr
+    merged = baselines.load(out / RELATIVE)
+    assert merged["variants"]["compile"]["speedup"] == 1.31 and merged["variants"]["compile"]["runs"] == 3
+    assert merged["variants"]["compile"]["tolerance"]["speedup"] == 0.07
+    text = table.read_text()
+    assert f"### {RELATIVE}" in text and "| compile | speedup | 1.310 | 1.310 | +0.0% |" in text
+    assert "| compile | latency_s | 0.916 | 0.916 |" in text
+    assert text.strip() in done.stdout
+
+
+def test_merge_baselines_command_returns_2_with_a_clear_message_on_a_broken_run_file(tmp_path):
+    runs = _write_runs(tmp_path)
+    broken = runs[1] / RELATIVE
+    broken.write_text("{ not json")
+    done = _merge_cli("--out", str(tmp_path / "baselines"), *map(str, runs))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: baseline ") and str(broken) in done.stderr
+    assert "field '(file)': not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "baselines" / RELATIVE).exists()
+
+
+def test_merge_baselines_in_process_reports_folders_without_baselines(tmp_path, capsys):
+    from fluxperf.__main__ import main
+
+    assert main(["merge-baselines", "--out", str(tmp_path / "out"), str(tmp_path)]) == 2
+    assert "no baseline files under" in capsys.readouterr().err

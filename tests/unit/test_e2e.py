@@ -1,0 +1,164 @@
+"""The real suite, end to end on the tiny model on CPU, driven through pytester in a subprocess."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[2]
+PERF = REPO / "tests" / "perf"
+
+# Variants only these tests need: cheap, and each with a known behaviour.
+CONFTEST = '''
+import torch
+from fluxperf.variants import register
+
+@register("twin", lossless=True)
+def twin(pipe, scenario, params):
+    """Eager under another name: as fast as eager, identical images."""
+    return pipe
+
+class HalfSteps:
+    def __init__(self, pipe):
+        self._pipe = pipe
+    def __call__(self, **kw):
+        kw["num_inference_steps"] = max(1, kw["num_inference_steps"] // 2)
+        return self._pipe(**kw)
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+@register("half_steps")
+def half_steps(pipe, scenario, params):
+    """Deliberately degraded: half the denoising steps."""
+    return HalfSteps(pipe)
+
+@register("broken")
+def broken(pipe, scenario, params):
+    raise RuntimeError("simulated build failure")
+
+@register("oom")
+def oom(pipe, scenario, params):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+'''
+
+SMALL = ["-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64", "--fluxperf-width=64",
+         "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=3", "--fluxperf-max-rounds=6",
+         "--fluxperf-lpips-random-backbone", "-p", "no:cacheprovider", "-W", "ignore::UserWarning"]
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    pytester.makeconftest(CONFTEST)
+    for path in PERF.glob("test_*.py"):
+        pytester.makepyfile(**{path.stem: path.read_text()})
+    pytester.makeini("[pytest]\nmarkers =\n    slow: slow\n")
+
+    def run(*args, slowdown=None):
+        if slowdown:
+            monkeypatch.setenv("FLUXPERF_TEST_SLOWDOWN", slowdown)
+        else:
+            monkeypatch.delenv("FLUXPERF_TEST_SLOWDOWN", raising=False)
+        cache, base, rep = (pytester.path / d for d in ("cache", "baselines", "reports"))
+        return pytester.runpytest_subprocess(*SMALL, f"--fluxperf-cache-dir={cache}", f"--fluxperf-baseline-dir={base}",
+                                             f"--fluxperf-report-dir={rep}", *args)
+    return run
+
+
+def baseline_file(pytester) -> Path:
+    files = list((pytester.path / "baselines" / "cpu").glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
+    first = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines")
+    first.assert_outcomes(passed=7, skipped=4)  # verdicts skip while the baseline is being written
+    path = baseline_file(pytester)
+    data = json.loads(path.read_text())
+    assert set(data["variants"]) == {"eager", "twin"}
+    assert data["key"]["gpu"] == "cpu" and data["recorded_utc"].endswith("Z")
+    # twin is eager under another name, so its true speedup is 1; a person pins that and widens the
+    # tolerance for this noisy shared CPU. Later updates must keep the edited tolerance.
+    data["variants"]["twin"]["speedup"] = 1.0
+    data["variants"]["twin"]["tolerance"]["speedup"] = 0.3
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+    rerun = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline")
+    rerun.assert_outcomes(passed=9, skipped=2)  # peak memory isn't tracked on CPU
+
+    slowed = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", "-p", "tests.slowdown",
+                   slowdown="twin=3.0")
+    slowed.assert_outcomes(passed=8, failed=1, skipped=2)
+    out = slowed.stdout.str()
+    assert "FAILED test_speed.py::test_speedup_holds[twin]" in out
+    # The message: variant, metric, value with interval, baseline, limit, file, and how to rebaseline.
+    for part in ("twin: speedup 0.", "95% CI", "baseline 1.", "limit 0.", str(path),
+                 "pytest -m gpu --fluxperf-update-baselines --fluxperf-model tiny"):
+        assert part in out, part
+
+    again = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines")
+    again.assert_outcomes(passed=7, skipped=4)
+    assert json.loads(path.read_text())["variants"]["twin"]["tolerance"]["speedup"] == 0.3
+
+
+def test_damaged_baseline_is_a_usage_error_naming_file_and_field(suite, pytester):
+    suite("--fluxperf-variants=twin", "--fluxperf-update-baselines").assert_outcomes(passed=7, skipped=4)
+    path = baseline_file(pytester)
+    text = path.read_text()
+
+    path.write_text(text[: len(text) // 2])  # truncated, as by a killed editor
+    result = suite("--fluxperf-variants=twin")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"baseline {path}: field '(file)': not valid JSON" in result.stderr.str()
+
+    data = json.loads(text)
+    data["variants"]["twin"]["speedup"] = -1.0
+    path.write_text(json.dumps(data))
+    result = suite("--fluxperf-variants=twin")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "field 'variants.twin.speedup': -1.0 must be positive" in result.stderr.str()
+
+
+def test_missing_baseline_skips_or_fails_under_require_baseline(suite):
+    result = suite("--fluxperf-variants=twin", "-rs")
+    result.assert_outcomes(passed=7, skipped=4)
+    assert "no baseline for twin in" in result.stdout.str()
+    strict = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", "-rf")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    assert "--fluxperf-require-baseline" in strict.stdout.str()
+
+
+def test_a_failing_build_errors_its_own_tests_and_the_others_still_run(suite, pytester):
+    result = suite("--fluxperf-variants=broken,oom,twin", "-rE")
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes["errors"] == 16  # all 8 tests each of broken and oom
+    assert outcomes["passed"] == 7  # eager and twin measured, compared, reported
+    assert "RuntimeError: simulated build failure" in out
+    assert "OutOfMemoryError: CUDA out of memory" in out
+    report = json.loads((pytester.path / "reports" / "results.json").read_text())
+    assert report["variants"]["broken"]["status"] == "failed"
+    assert report["variants"]["oom"]["status"] == "failed"
+    assert report["variants"]["twin"]["status"] == "measured"
+    assert "simulated build failure" in (pytester.path / "reports" / "report.md").read_text()
+
+
+def test_degraded_variant_fails_quality_and_compile_passes(suite, pytester):
+    result = suite("--fluxperf-variants=compile,half_steps", "-v", "-rf")
+    out = result.stdout.str()
+    for test in ("ssim", "psnr", "lpips"):
+        assert f"test_quality.py::test_{test}_matches_eager[compile] PASSED" in out, test
+    assert "test_quality.py::test_judged_images_are_the_timed_images[compile] PASSED" in out
+    assert "FAILED test_quality.py::test_ssim_matches_eager[half_steps]" in out
+    assert "FAILED test_quality.py::test_psnr_matches_eager[half_steps]" in out
+    assert "half_steps: 2/2 images below the ssim floor 0.5 (lossy variant); worst image: prompt" in out
+    assert "pair saved at" in out
+    pair = next((pytester.path / "reports" / "pairs").glob("half_steps-*.png"))
+    assert pair.stat().st_size > 0
+    md = (pytester.path / "reports" / "report.md").read_text()
+    assert "## Quality against eager" in md and "(random backbone)" in md
+    assert (pytester.path / "reports" / "grid-half_steps.png").exists()

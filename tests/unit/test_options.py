@@ -1,0 +1,108 @@
+"""The plugin's options, through pytester: bad values are usage errors naming the option; gpu tests skip without CUDA.
+
+The plugin is found through the installed entry point (fluxperf is pip-installed -e), as a user's pytest finds it.
+Most runs are in-process (milliseconds each); the end-to-end ones run in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fluxperf import plugin, variants
+from fluxperf.scenario import DEFAULT_HUB_MODEL
+
+pytest_plugins = ["pytester"]
+
+PERF = Path(__file__).resolve().parents[1] / "perf"
+
+
+def _choices() -> str:
+    return ", ".join(variants.names())
+
+
+BAD_OPTIONS = [
+    (["--fluxperf-height=500"], "--fluxperf-height", "500 must be a positive multiple of 16"),
+    (["--fluxperf-width=0"], "--fluxperf-width", "0 must be a positive multiple of 16"),
+    (["--fluxperf-steps=0"], "--fluxperf-steps", "0 must be at least 1"),
+    (["--fluxperf-variants=eager,nope"], "--fluxperf-variants", "unknown variant 'nope'; choose from: {choices}"),
+    (["--fluxperf-param=calib_size"], "--fluxperf-param", "'calib_size' is not NAME=VALUE"),
+    (["--fluxperf-param=nope=3"], "--fluxperf-param", "unknown tunable 'nope'; known: {known}"),
+    (["--fluxperf-param=calib_size=big"], "--fluxperf-param", "calib_size takes a int, got 'big'"),
+    (["--fluxperf-floor=compile.ssim"], "--fluxperf-floor", "'compile.ssim' is not VARIANT.METRIC=VALUE"),
+    (["--fluxperf-floor=nope.ssim=0.9"], "--fluxperf-floor", "'nope.ssim=0.9' is not VARIANT.METRIC=VALUE"),
+    (["--fluxperf-floor=compile.fid=0.9"], "--fluxperf-floor", "a metric in ssim, psnr_db, lpips"),
+    (["--fluxperf-floor=compile.ssim=high"], "--fluxperf-floor", "'high' is not a number"),
+    (["--fluxperf-dtype=float64"], "--fluxperf-dtype", "'float64' is not one of bfloat16, float16, float32"),
+    (["--fluxperf-seeds=1,x"], "--fluxperf-seeds", "'1,x' is not a comma-separated list of integers"),
+    (["--fluxperf-seeds=,"], "--fluxperf-seeds", "give at least one seed"),
+    (["--fluxperf-device=tpu"], "--fluxperf-device", "'tpu' is not one of cuda, cpu, auto"),
+    (["--fluxperf-rounds=1"], "--fluxperf-rounds", "need rounds >= 2"),
+]
+
+
+@pytest.mark.parametrize("args, option, problem", BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS])
+def test_a_bad_option_value_is_a_usage_error_naming_the_option(pytester, args, option, problem):
+    result = pytester.runpytest_inprocess("--fluxperf-device=cpu", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    problem = problem.format(choices=_choices(), known=", ".join(sorted(variants.all_params())))
+    assert f"ERROR: {option}: " in result.stderr.str() and problem in result.stderr.str(), result.stderr.str()
+
+
+def test_a_bad_option_is_a_usage_error_in_a_fresh_interpreter_through_the_entry_point(pytester):
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fluxperf-device=cpu", "--fluxperf-steps=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --fluxperf-steps: 0 must be at least 1"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip on a machine without CUDA")
+def test_gpu_tests_skip_without_cuda_and_say_how_to_run_on_cpu(pytester):
+    for path in sorted(PERF.glob("test_*.py")):
+        pytester.makepyfile(**{path.stem: path.read_text(encoding="utf-8")})
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "gpu", "-rs")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) > 0 and set(outcomes) <= {"skipped", "deselected", "warnings"}, outcomes
+    result.stdout.fnmatch_lines(["SKIPPED *no CUDA device; *--fluxperf-device cpu*"])
+
+
+# ----- the resolved settings ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def settings(pytester, monkeypatch):
+    monkeypatch.delenv("FLUXPERF_MODEL", raising=False)
+    monkeypatch.delenv("FLUXPERF_CACHE_DIR", raising=False)
+    return lambda *args: plugin.resolve(pytester.parseconfig(*args))
+
+
+def test_the_model_comes_from_the_fluxperf_model_environment_variable(settings, monkeypatch):
+    monkeypatch.setenv("FLUXPERF_MODEL", "someone/flux-finetune")
+    assert settings("--fluxperf-device=cpu").scenario.model == "someone/flux-finetune"
+
+
+def test_the_model_option_wins_over_the_environment_variable(settings, monkeypatch):
+    monkeypatch.setenv("FLUXPERF_MODEL", "someone/flux-finetune")
+    assert settings("--fluxperf-device=cpu", "--fluxperf-model=tiny").scenario.model == "tiny"
+
+
+def test_without_option_or_environment_the_model_is_tiny_on_cpu_and_flux_dev_on_cuda(settings):
+    cpu, cuda = settings("--fluxperf-device=cpu"), settings("--fluxperf-device=cuda")
+    assert (cpu.scenario.model, cpu.scenario.dtype) == ("tiny", "float32")
+    assert (cuda.scenario.model, cuda.scenario.dtype) == (DEFAULT_HUB_MODEL, "bfloat16")
+
+
+def test_eager_is_always_run_and_variants_keep_registry_order(settings):
+    names = variants.names()
+    last = names[-1]
+    chosen = settings("--fluxperf-device=cpu", f"--fluxperf-variants={last},compile").variants
+    assert chosen == ("eager", "compile", last)
+
+
+def test_good_params_floors_and_seeds_are_parsed(settings):
+    s = settings("--fluxperf-device=cpu", "--fluxperf-param=calib_size=4", "--fluxperf-floor=compile.ssim=0.9",
+                 "--fluxperf-floor=compile.psnr_db=30", "--fluxperf-seeds=3, 1", "--fluxperf-num-prompts=2")
+    assert s.params == {"calib_size": 4}
+    assert s.floors == {"compile": {"ssim": 0.9, "psnr_db": 30.0}}
+    assert s.scenario.seeds == (3, 1) and len(s.scenario.prompts) == 2

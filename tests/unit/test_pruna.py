@@ -1,0 +1,141 @@
+"""pruna variants: skipped with the install command without pruna; deterministic, caching and offline with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+
+import pytest
+import torch
+
+from fluxperf.models import build_pipeline
+from fluxperf.scenario import Scenario
+from fluxperf.variants import MissingDependency, get
+
+SCENARIO = Scenario(model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu")
+PROMPT = "a red cube on a table"
+VARIANTS = ["pruna_cache", pytest.param("pruna_cache_compile", marks=pytest.mark.slow)]
+
+# find_spec, not importorskip: importing pruna here would run its import-time telemetry set-up before the
+# variant gets to switch it off, which is the very thing these tests check.
+needs_pruna = pytest.mark.skipif(importlib.util.find_spec("pruna") is None,
+                                 reason="pruna is not installed: make pruna")
+
+
+def _params(name, tmp_path, **overrides):
+    return {**get(name).params, "cache_dir": tmp_path, **overrides}
+
+
+def _render(obj):
+    # The harness's call: fixed latents, so two calls differ only if the pipeline keeps state between them.
+    # 64x64 gives 8x8 latents of 4 channels, packed into 16 tokens of 16 values.
+    latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    return obj(prompt=PROMPT, height=SCENARIO.height, width=SCENARIO.width, num_inference_steps=SCENARIO.steps,
+               guidance_scale=SCENARIO.guidance, latents=latents, output_type="pt", max_sequence_length=32).images
+
+
+def _psnr_db(a, b):
+    return (10 * torch.log10(1 / torch.mean((a - b) ** 2))).item()
+
+
+@pytest.fixture(scope="module")
+def eager_image():
+    return _render(build_pipeline(SCENARIO))
+
+
+@pytest.fixture(scope="module")
+def smashed(tmp_path_factory):
+    """Each variant built once per module on its own tiny pipeline (smash changes the pipeline in place)."""
+    built = {}
+
+    def get_built(name):
+        if name not in built:
+            pipe = build_pipeline(SCENARIO)
+            built[name] = (pipe, get(name).build(pipe, SCENARIO, _params(name, tmp_path_factory.mktemp(name))))
+        return built[name]
+
+    return get_built
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_missing_pruna_is_a_skip_naming_the_install_command(name, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pruna", None)  # `import pruna` now fails as if it were not installed
+    with pytest.raises(MissingDependency) as info:
+        get(name).build(object(), SCENARIO, _params(name, tmp_path))
+    assert info.value.package == "pruna"
+    assert "make pruna" in str(info.value)
+    assert "pip install --no-deps pruna==0.3.4" in str(info.value)
+
+
+@needs_pruna
+@pytest.mark.parametrize("name", VARIANTS)
+def test_smash_wraps_the_same_pipeline_without_copying_it(name, smashed):
+    pipe, obj = smashed(name)
+    # A copy would double GPU memory; sharing the modules is why the variants are registered in_place.
+    assert obj.model is pipe
+    assert get(name).in_place
+
+
+@needs_pruna
+@pytest.mark.parametrize("name", VARIANTS)
+def test_repeated_calls_give_identical_images(name, smashed):
+    _, obj = smashed(name)
+    first, second = _render(obj), _render(obj)
+    assert torch.equal(first, second), f"{name}: max |diff| {(first - second).abs().max().item():.3g}"
+
+
+@needs_pruna
+def test_cache_changes_the_image_but_stays_close(smashed, eager_image):
+    image = _render(smashed("pruna_cache")[1])
+    assert not torch.equal(image, eager_image), "FORA with interval 2 reproduced eager exactly: caching is off"
+    psnr_db = _psnr_db(image, eager_image)
+    # Defaults give 45 dB on the tiny model; interval 5 drops to 32-35 dB.
+    assert psnr_db > 40, f"pruna_cache: PSNR {psnr_db:.1f} dB vs eager"
+
+
+@needs_pruna
+def test_interval_one_is_eager(tmp_path, eager_image):
+    # Recomputing every step must reproduce eager bit for bit: proves the params reach pruna's FORA.
+    pipe = build_pipeline(SCENARIO)
+    obj = get("pruna_cache").build(pipe, SCENARIO, _params("pruna_cache", tmp_path, fora_interval=1))
+    assert torch.equal(_render(obj), eager_image)
+
+
+@needs_pruna
+@pytest.mark.slow
+def test_compiled_cache_matches_uncompiled_cache(smashed, eager_image):
+    compiled, cached = _render(smashed("pruna_cache_compile")[1]), _render(smashed("pruna_cache")[1])
+    # Inductor reorders float sums, so "close" not "equal"; eager is ~1e-2 away, so closeness means FORA is on.
+    assert (compiled - cached).abs().max().item() < 1e-4
+    assert (compiled - eager_image).abs().max().item() > 1e-3
+
+
+@needs_pruna
+@pytest.mark.parametrize("name", VARIANTS)
+def test_no_network_even_if_the_user_enabled_telemetry(name, monkeypatch, tmp_path):
+    attempts = []
+
+    def refuse(what):
+        def blocked(*args, **kwargs):
+            attempts.append((what, args[:2]))
+            raise OSError(f"network blocked by test ({what})")
+        return blocked
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setenv("PRUNA_METRICS_ENABLED", "true")
+
+    pipe = build_pipeline(SCENARIO)
+    image = _render(get(name).build(pipe, SCENARIO, _params(name, tmp_path)))
+    # pruna's exporter sends every 60 s and at exit; flushing now sends whatever it would have sent then.
+    from pruna.telemetry.metrics import provider
+    provider.force_flush()
+    if attempts:
+        # Recorded metrics would be sent again at exit, unblocked: shut the exporter while the network is blocked.
+        provider.shutdown()
+
+    assert image.shape == (1, 3, SCENARIO.height, SCENARIO.width)
+    assert attempts == [], f"{name} tried to reach the network: {attempts}"
