@@ -5,22 +5,31 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: venv bench test wheelhouse install-offline clean
+.PHONY: venv pruna bench test wheelhouse install-offline clean
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,fp8]'
 	touch $@
 
 venv: $(BIN)/pytest
 
+# pruna's own dependency list is huge and pins torchao<0.17; the two pruna variants need only what
+# requirements/pruna.txt lists (it says why), so pruna itself goes in without its declared dependencies.
+$(VENV)/.pruna: requirements/pruna.txt | $(BIN)/pytest
+	$(BIN)/pip install -q -r requirements/pruna.txt
+	$(BIN)/pip install -q --no-deps 'pruna==0.3.4'
+	touch $@
+
+pruna: $(VENV)/.pruna
+
 # The main job: every variant on the built-in default model, table in the terminal, files in reports/.
-bench: venv
+bench: venv pruna
 	$(BIN)/pytest -m gpu --fluxperf-device auto $(ARGS)
 
 # pytest exits 5 when a selection matches no tests (e.g. ARGS="-k nothing"): not a failure.
-test: venv
+test: venv pruna
 	$(BIN)/pytest -m "not gpu" $(ARGS) || [ $$? -eq 5 ]
 
 # Offline install for GPU hosts without internet that already have torch: wheels of every non-torch

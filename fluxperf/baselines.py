@@ -147,7 +147,8 @@ def merge_runs(runs: list[dict]) -> dict:
         if other["key"] != first["key"]:
             raise ValueError("runs to merge were recorded for different scenarios")
     variants = {}
-    for name in first["variants"]:
+    # Every variant any run measured: one that failed to build in the last run still has the others.
+    for name in sorted({n for r in runs for n in r["variants"]}):
         entries = [r["variants"][name] for r in runs if name in r["variants"]]
         merged = dict(entries[-1])
         for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb", "build_s"):

@@ -170,7 +170,14 @@ def _pretrained(scenario: Scenario, progress: Progress):
             f"(offline, or HF_HUB_OFFLINE=1): download it first with "
             f"`hf download {scenario.model}`, {fallback}") from None
     except OSError as exc:
-        # diffusers wraps hub failures in OSError; its first line is the useful part.
+        from huggingface_hub import constants
+        if constants.HF_HUB_OFFLINE and not os.path.isdir(source):
+            # diffusers reports an uncached file in offline mode as a generic OSError.
+            raise ModelSourceError(
+                f"{scenario.model} is not (fully) in the Hugging Face cache (HF_HOME) and HF_HUB_OFFLINE is set: "
+                f"download it first with `hf download {scenario.model}` (gated: accept the license and export "
+                f"HF_TOKEN), {fallback}") from None
+        # Otherwise diffusers wraps hub failures in OSError; its first line is the useful part.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"could not load {scenario.model}: {first}; {fallback}") from None
     return pipe.to(scenario.device)

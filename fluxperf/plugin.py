@@ -38,7 +38,7 @@ def pytest_addoption(parser):
     add("seeds", default="0", help="comma-separated seeds (default 0)")
     add("dtype", default=None, help=f"{' | '.join(DTYPES)} (default bfloat16; float32 on CPU, where bf16 is slow)")
     add("rounds", type=int, default=5, help="timed rounds per variant, each one eager and one variant image")
-    add("max-rounds", type=int, default=20, help="cap on rounds when a speed verdict is inconclusive")
+    add("max-rounds", type=int, default=40, help="cap on rounds when a speed verdict is inconclusive")
     add("param", action="append", default=[], metavar="NAME=VALUE", help="variant tunable, e.g. fora_interval=3")
     add("floor", action="append", default=[], metavar="VARIANT.METRIC=VALUE",
         help="quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: ssim, psnr_db, lpips)")

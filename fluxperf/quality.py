@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def make_lpips(random_backbone: bool, device: str = "cpu"):
             f"machine with internet: python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\" "
             f"and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ (TORCH_HOME={torch_home()}); or, for an "
             f"offline smoke run only, pass --fluxperf-lpips-random-backbone")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # lpips still calls torchvision's deprecated `pretrained=` argument.
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         torch.manual_seed(0)  # the random backbone must be the same one every session
         model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
     return model.eval().to(device)

@@ -21,7 +21,8 @@ from fluxperf.bench import Bench, LiveRun, Settings, VariantResult
 from fluxperf.scenario import Scenario
 
 TRIALS = 1000
-ROUNDS, MAX_ROUNDS = 5, 20            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
+ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
+BASELINE_ROUNDS = bench_mod.BASELINE_ROUNDS  # rounds when --fluxperf-update-baselines records
 CV = 0.025                            # per-image coefficient of variation of FLUX latency on an H100
 EAGER_S, VARIANT_S = 1.20, 0.80       # seconds per image; a 1.5x variant
 TOL = baselines.DEFAULT_TOLERANCE["speedup"]
@@ -57,9 +58,9 @@ def paired_session(rng, eager_s: float, variant_s: float, cv: float = CV, drift:
 
 
 def record_baseline(rng, eager_s: float = EAGER_S, variant_s: float = VARIANT_S, cv: float = CV) -> dict:
-    """A baseline entry as --fluxperf-update-baselines writes it: one session of ROUNDS rounds (the speed
-    test is skipped while updating, so no extra rounds), through VariantResult and baselines.updated."""
-    e, v = paired_session(rng, eager_s, variant_s, cv, rounds=ROUNDS)
+    """A baseline entry as --fluxperf-update-baselines writes it: one session of BASELINE_ROUNDS rounds (the
+    speed test is skipped while updating, so no extra rounds), through VariantResult and baselines.updated."""
+    e, v = paired_session(rng, eager_s, variant_s, cv, rounds=BASELINE_ROUNDS)
     entry = VariantResult("fast", eager_s=list(e), variant_s=list(v)).baseline_entry()
     return baselines.updated(None, {}, {}, "2025-01-01T00:00:00Z", {"fast": entry})["variants"]["fast"]
 
