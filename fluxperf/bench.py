@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ class Settings:
     lpips_random_backbone: bool = False
     floors: dict[str, dict[str, float]] = field(default_factory=dict)
     grid_images: int = 4
+    # The pytest-xdist worker (gw0, gw1, ...) this session runs in; None in a single-process session.
+    worker: str | None = None
 
 
 @dataclass
@@ -103,6 +107,7 @@ class Bench:
         self.settings = settings
         self.scenario = settings.scenario
         self.device = settings.scenario.device
+        self.worker = settings.worker
         self.results: dict[str, VariantResult] = {}
         self.baseline: dict | None = None
         self.baseline_path: Path | None = None
@@ -194,7 +199,9 @@ class Bench:
                 with progress.step(f"rendering {len(self.scenario.items)} reference images"):
                     self._reference = torch.cat([self.to_u8(self.render(pipe, it)) for it in self.scenario.items])
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
+                # xdist workers may render the same reference at once: each writes its own temporary
+                # file and renames it into place, so a reader never sees a half-written one.
+                tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
                 torch.save(self._reference, tmp)
                 tmp.replace(path)
         return self._reference
@@ -210,7 +217,8 @@ class Bench:
         result = VariantResult(name, timed=variant.timed, lossless=variant.lossless,
                                params=self.params_for(variant), paired=not variant.in_place)
         self.results[name] = result
-        pipe = eager_pipe = None
+        rounds = max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines \
+            else self.settings.rounds
         try:
             reference = self.reference() if name != "eager" else None
             base = self.base()
@@ -218,8 +226,8 @@ class Bench:
             if variant.in_place:
                 # The build will change eager's modules: time eager first, in a block, then give it away.
                 progress.begin(name)
-                with progress.step(f"timing eager before the in-place build ({self.settings.rounds} images)"):
-                    for i in range(self.settings.rounds):
+                with progress.step(f"timing eager before the in-place build ({rounds} images)"):
+                    for i in range(rounds):
                         item = self.scenario.items[i % len(self.scenario.items)]
                         result.eager_s.append(timing.timed(lambda: self.render(base, item), self.device)[0])
                 self._base, live.eager_pipe = None, None
@@ -237,8 +245,6 @@ class Bench:
             # untimed warm-up rounds keep that out of the samples.
             with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds"):
                 self.time_rounds(live, WARMUP_ROUNDS, record=False)
-            rounds = max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines \
-                else self.settings.rounds
             with progress.step(f"timing {rounds} rounds"):
                 self.time_rounds(live, rounds)
             if name == "eager":
@@ -346,15 +352,24 @@ class Bench:
 
     def write_reports(self) -> None:
         from fluxperf import report
-        report.write_all(self)
+        if self.worker is None:
+            report.write_all(self)
+        else:
+            # An xdist worker holds only its own variants: it writes their image grids, and the controller
+            # writes results.json and report.md once, from every worker's results.
+            report.write_images(self)
 
-    def update_baseline(self, recorded_utc: str) -> Path | None:
-        measured = {n: r.baseline_entry() for n, r in self.results.items() if r.status == "measured"}
+    def update_baseline(self, recorded_utc: str, results: dict) -> Path | None:
+        """Write this session's baseline from a results dict (report.results_dict, or the merge of every
+        xdist worker's): its measured variants' entries, keyed on the GPU the results were measured on."""
+        measured = {n: v["baseline_entry"] for n, v in results["variants"].items()
+                    if v["status"] == "measured" and v.get("baseline_entry")}
         if not measured:
             return None
-        path = self.locate_baseline()
+        env = results["environment"]
+        path = baselines.path_for(self.settings.baseline_dir, env["gpu_slug"], self.scenario.slug)
         old = baselines.load(path) if path.exists() else None
-        data = baselines.updated(old, self.baseline_key(), self.env, recorded_utc, measured)
+        data = baselines.updated(old, {"gpu": env["gpu"], **self.scenario.key()}, env, recorded_utc, measured)
         baselines.write_atomic(path, baselines.dumps(baselines.validate(data, path)))
         return path
 

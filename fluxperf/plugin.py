@@ -1,4 +1,11 @@
-"""pytest plugin: options, markers, the session's variant fixtures, baseline handling and the summary."""
+"""pytest plugin: options, markers, the session's variant fixtures, baseline handling and the summary.
+
+Under pytest-xdist (-n N) each worker is a whole fluxperf session pinned to its own GPU: it builds its
+own eager pipeline and measures the variants whose tests it was given. fluxperf's scheduler (for
+--dist load and loadgroup) sends every test of one variant to one worker, so a variant is built, timed
+and judged once. The workers send their results dicts to the controller, which merges them and writes
+the one report, summary table and baseline update.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,9 @@ from fluxperf import baselines, report, stats, variants
 from fluxperf.scenario import DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
 
 BENCH = pytest.StashKey["object"]()
+WORKER_RESULTS = pytest.StashKey[dict]()   # controller: {worker id: results dict}, from pytest_testnodedown
+WORKERS_DOWN = pytest.StashKey[dict]()     # controller: {worker id: error or None}
+RESULTS = pytest.StashKey[dict]()          # the session's results dict, merged under xdist, for the summary
 CPU_HINT = "run the suite on CPU with the tiny model: pytest -m gpu --fluxperf-device cpu (or: make bench)"
 
 
@@ -82,6 +92,28 @@ def _parse_floor(text: str, names: list[str]):
         raise _usage("floor", f"{raw!r} is not a number") from None
 
 
+def worker_id(config) -> str | None:
+    """This process's pytest-xdist worker id (gw0, gw1, ...), or None outside xdist and in its controller."""
+    # Not PYTEST_XDIST_WORKER: a pytest started from inside a worker (pytester) inherits it.
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput is not None else None
+
+
+def is_xdist_controller(config) -> bool:
+    """The process that hands tests to xdist workers: it runs none itself, and merges their results."""
+    # xdist's own test (xdist.plugin._is_distribution_mode), which holds from pytest_cmdline_main on.
+    return (worker_id(config) is None and config.pluginmanager.hasplugin("xdist")
+            and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None)))
+
+
+def pinned_device(device: str, worker: str | None, gpu_count: int) -> str:
+    """The device an xdist worker uses: worker gwN gets GPU N (mod the number visible), so that variants
+    timed on different workers never share a GPU. One GPU, CPU, or no xdist: the device unchanged."""
+    if device != "cuda" or worker is None or gpu_count < 2:
+        return device
+    return f"cuda:{int(worker.removeprefix('gw')) % gpu_count}"
+
+
 def resolve(config) -> "object":
     """Read and validate every option once; a bad value is a usage error naming the option."""
     from fluxperf.bench import Settings
@@ -93,6 +125,10 @@ def resolve(config) -> "object":
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    worker = worker_id(config)
+    if device == "cuda" and worker is not None:
+        import torch
+        device = pinned_device(device, worker, torch.cuda.device_count())
     model = opt("model") or os.environ.get("FLUXPERF_MODEL") or ("tiny" if device == "cpu" else DEFAULT_HUB_MODEL)
     dtype = opt("dtype") or ("float32" if device == "cpu" else "bfloat16")
     for name in ("height", "width"):
@@ -145,7 +181,7 @@ def resolve(config) -> "object":
                     baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
                     report_dir=Path(opt("report_dir") or root / "reports"), repo_dir=root,
                     update_baselines=opt("update_baselines"), require_baseline=opt("require_baseline"),
-                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors)
+                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors, worker=worker)
 
 
 def pytest_configure(config):
@@ -156,11 +192,30 @@ def pytest_configure(config):
     from fluxperf import progress
     from fluxperf.bench import Bench
 
-    config.stash[BENCH] = Bench(resolve(config))
+    bench = config.stash[BENCH] = Bench(resolve(config))
+    if bench.device.startswith("cuda:"):
+        import torch
+        # Libraries that allocate on "the" CUDA device (torch.compile's autotuning, TensorRT) follow this one.
+        torch.cuda.set_device(torch.device(bench.device))
+    if is_xdist_controller(config):
+        config.stash[WORKER_RESULTS], config.stash[WORKERS_DOWN] = {}, {}
+        if "gpu" in (config.option.markexpr or ""):
+            _check_xdist_controller(config, bench)
+    # Builds take minutes: show their steps live, even while pytest captures the tests' output.
+    progress.set_sink(lambda line: _show(config, line))
+
+
+def _show(config, line: str) -> None:
     writer = config.pluginmanager.get_plugin("terminalreporter")
-    if writer is not None:
-        # Builds take minutes; show their steps even while pytest captures output.
-        progress.set_sink(lambda line: writer.write_line(line))
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if writer is None:  # e.g. -p no:terminal
+        return
+    if capture is None:
+        writer.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        writer.ensure_newline()
+        writer.write_line(line)
 
 
 def _bench(config):
@@ -173,6 +228,74 @@ def pytest_generate_tests(metafunc):
         # One list for every test keeps pytest's grouping by variant: each variant is built once,
         # its tests run, it is released, then the next is built.
         metafunc.parametrize("variant_run", names, indirect=True, scope="session", ids=names)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """-n auto: one worker per visible GPU when the suite runs on CUDA; xdist's CPU count otherwise."""
+    if config.getoption("fluxperf_device") in ("cuda", "auto"):
+        import torch
+        if torch.cuda.device_count() > 0:
+            return torch.cuda.device_count()
+    return None
+
+
+# Modes whose scheduler fluxperf replaces; the others (each, loadscope, loadfile, worksteal) would run
+# one variant's tests on several workers, each building and timing it again.
+VARIANT_DIST = ("load", "loadgroup")
+
+
+def variant_of_nodeid(nodeid: str, names) -> str | None:
+    """The variant a test belongs to, from its node id: `test_x.py::test_y[twin]`, with xdist's `@group`
+    suffix when it adds one, and the variant as one `-`-joined part of the id when a test has more params."""
+    head, at, group = nodeid.rpartition("@")
+    if at and head.endswith("]") and group in names:
+        return group
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    return next((part for part in nodeid[nodeid.rindex("[") + 1:-1].split("-") if part in names), None)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Controller: every test of one variant goes to one worker, which builds the variant once.
+
+    xdist's own loadgroup does this by appending `@group` to node ids on the workers, which stopped
+    taking effect with pytest 9.2's structured node ids (pytest-xdist issue #1386): the tests of one
+    variant were then scattered and each worker built and timed it again. Grouping by the variant in
+    the node id works with every pytest, and also under plain -n N (--dist load).
+    """
+    if config.getoption("dist") not in VARIANT_DIST or BENCH not in config.stash:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    names = set(config.stash[BENCH].settings.variants)
+
+    class VariantScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            # A test of no variant is its own scope: scheduled as --dist load would.
+            return variant_of_nodeid(nodeid, names) or nodeid
+
+    return VariantScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Controller: tell each worker the --dist mode, so that it can refuse one that splits a variant."""
+    node.workerinput["fluxperf_dist"] = node.config.getoption("dist")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Controller: keep what each worker measured (its results dict), for the one merged report."""
+    config = node.config
+    if BENCH not in config.stash or WORKER_RESULTS not in config.stash:
+        return
+    worker = node.workerinput["workerid"]
+    config.stash[WORKERS_DOWN][worker] = error
+    data = getattr(node, "workeroutput", {}).get("fluxperf")
+    if data is not None:
+        config.stash[WORKER_RESULTS][worker] = data
 
 
 def _applies(item) -> bool:
@@ -190,6 +313,66 @@ def _applies(item) -> bool:
     return True
 
 
+def _load_baseline(bench) -> None:
+    try:
+        bench.load_baseline()
+    except baselines.BaselineError as exc:
+        # A setup problem, not a regression: pytest exits with its usage-error code (4).
+        raise pytest.UsageError(f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines "
+                                "to rewrite it.") from None
+
+
+def _check_xdist_controller(config, bench) -> None:
+    """-m gpu under xdist: refuse a bad setup here, with exit code 4. Raised on a worker, a usage error
+    reaches the controller only as an xdist internal error that hides the message."""
+    dist = config.getoption("dist")
+    if dist not in VARIANT_DIST:
+        raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
+                                "variant is built and timed on one worker, and its tests must run where it was built")
+    if bench.device != "cuda":
+        _load_baseline(bench)
+        return
+    import torch
+    count, workers = torch.cuda.device_count(), len(config.getoption("tx"))
+    if count == 0:
+        return  # every GPU test skips, saying how to run on CPU
+    if count < workers:
+        raise pytest.UsageError(f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
+                                "time each other's work. Use -n auto (one worker per visible GPU) or fewer")
+    models = {torch.cuda.get_device_name(i) for i in range(count)}
+    if len(models) > 1:
+        raise pytest.UsageError(f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
+                                "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model")
+    _load_baseline(bench)
+
+
+def _variant_of(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("variant_run") if callspec is not None else None
+
+
+def _check_xdist_worker(config, bench, items) -> None:
+    """The checks of _check_xdist_controller, for a run it didn't check (no -m gpu): a worker's variant tests
+    must all run on it, and its GPU must be its own and the same model as the others'."""
+    if not any(_variant_of(i) for i in items):
+        return
+    dist = config.workerinput.get("fluxperf_dist")
+    if dist not in VARIANT_DIST:
+        raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
+                                "variant is built and timed on one worker, and its tests must run where it was built")
+    if bench.device.startswith("cuda"):
+        import torch
+        count, workers = torch.cuda.device_count(), int(config.workerinput["workercount"])
+        if 1 <= count < workers:
+            raise pytest.UsageError(f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
+                                    "time each other's work. Use -n auto (one worker per visible GPU) or fewer")
+        models = {torch.cuda.get_device_name(i) for i in range(count)}
+        if len(models) > 1:
+            raise pytest.UsageError(f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
+                                    "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(session, config, items):
     keep = [i for i in items if _applies(i)]
     dropped = [i for i in items if not _applies(i)]
@@ -199,7 +382,14 @@ def pytest_collection_modifyitems(session, config, items):
     bench = _bench(config)
     if not any(i.get_closest_marker("gpu") for i in items):
         return
-    if bench.device == "cuda":
+    if bench.worker is not None:
+        _check_xdist_worker(config, bench, items)
+        for item in items:
+            if _variant_of(item):
+                # States the grouping on the test; fluxperf's scheduler groups by the variant in the node id,
+                # and reads xdist's `@group` suffix too where a pytest older than 9.2 still gets one.
+                item.add_marker(pytest.mark.xdist_group(_variant_of(item)))
+    if bench.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
             skip = pytest.mark.skip(reason=f"no CUDA device; {CPU_HINT}")
@@ -207,12 +397,7 @@ def pytest_collection_modifyitems(session, config, items):
                 if item.get_closest_marker("gpu"):
                     item.add_marker(skip)
             return
-    try:
-        bench.load_baseline()
-    except baselines.BaselineError as exc:
-        # A setup problem, not a regression: pytest exits with its usage-error code (4).
-        raise pytest.UsageError(f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines "
-                                "to rewrite it.") from None
+    _load_baseline(bench)
 
 
 @pytest.fixture(scope="session")
@@ -274,40 +459,60 @@ def warn(message: str) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    bench = session.config.stash.get(BENCH, None)
-    if bench is None or not bench.results:
+    config = session.config
+    bench = config.stash.get(BENCH, None)
+    if bench is None:
         return
-    bench.write_reports()
+    if bench.worker is not None:
+        # pytest-benchmark can't run under xdist, and the report must be one file: the worker hands its
+        # results to the controller (pytest_testnodedown) instead of writing results.json and report.md.
+        if bench.results:
+            bench.write_reports()
+            config.workeroutput["fluxperf"] = report.results_dict(bench)
+        return
+    if is_xdist_controller(config):
+        parts = config.stash[WORKER_RESULTS]
+        if not parts:
+            return
+        results = report.merge(parts, list(bench.settings.variants), bench.device)
+        report.write_summary(results, bench.settings.report_dir)
+    elif bench.results:
+        results = report.write_all(bench)
+    else:
+        return
+    config.stash[RESULTS] = results
     if bench.settings.update_baselines:
-        path = bench.update_baseline(report.utc_now())
+        path = bench.update_baseline(report.utc_now(), results)
         if path:
-            session.config._fluxperf_written = path
+            config._fluxperf_written = path
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    bench = config.stash.get(BENCH, None)
-    if bench is None or not bench.results:
+    results = config.stash.get(RESULTS, None)
+    if results is None:
         return
     tr = terminalreporter
     tr.write_sep("=", "fluxperf summary")
-    for line in report.header_lines(bench):
+    for line in report.header_lines(results):
         tr.write_line(line)
     tr.write_line("")
-    tr.write_line(report.table_text(report.SPEED_HEADER, report.speed_rows(bench)))
-    qrows = report.quality_rows(bench)
+    tr.write_line(report.table_text(report.SPEED_HEADER, report.speed_rows(results)))
+    qrows = report.quality_rows(results)
     if qrows:
         tr.write_line("")
         tr.write_line(report.table_text(report.QUALITY_HEADER, qrows))
-    d = bench.determinism
+    d = results["determinism"]
     if d and not d["ok"]:
         tr.write_line("")
         tr.write_line(f"WARNING: eager re-rendered the same prompt and seed differently (worst PSNR "
                       f"{d['worst_psnr_db']:.1f} dB < {d['bound_psnr_db']} dB): quality verdicts are unreliable",
                       red=True, bold=True)
+    for worker, error in config.stash.get(WORKERS_DOWN, {}).items():
+        if error is not None:
+            tr.write_line(f"WARNING: xdist worker {worker} went down ({error}); its variants may be missing above",
+                          red=True, bold=True)
     tr.write_line("")
-    tr.write_line(f"reports: {bench.settings.report_dir}/ (results.json, report.md, latency.png, grid-*.png)")
+    tr.write_line(f"reports: {config.stash[BENCH].settings.report_dir}/ (results.json, report.md, latency.png, grid-*.png)")
     written = getattr(config, "_fluxperf_written", None)
     if written:
         tr.write_line(f"baseline written: {written}")
-
-

@@ -33,17 +33,19 @@ def make_lpips(random_backbone: bool, device: str = "cpu"):
     import lpips
 
     checkpoint = torch_home() / "hub" / "checkpoints" / ALEXNET_FILE
-    if not random_backbone and not checkpoint.exists():
-        raise LpipsUnavailable(
-            f"LPIPS needs torchvision's AlexNet weights at {checkpoint}, which are absent. Pre-seed the cache on a "
-            f"machine with internet: python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\" "
-            f"and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ (TORCH_HOME={torch_home()}); or, for an "
-            f"offline smoke run only, pass --fluxperf-lpips-random-backbone")
+    how = (f"Pre-seed the cache on a machine with internet: python -c \"import torchvision; "
+           f"torchvision.models.alexnet(weights='DEFAULT')\" and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ "
+           f"(TORCH_HOME={torch_home()}); or, for an offline smoke run only, pass --fluxperf-lpips-random-backbone")
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # lpips still calls torchvision's deprecated `pretrained=` argument.
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         torch.manual_seed(0)  # the random backbone must be the same one every session
-        model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
+        try:
+            # Without the cached file torchvision downloads it; offline that download fails.
+            model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
+        except OSError as exc:  # URLError and friends
+            raise LpipsUnavailable(f"LPIPS needs torchvision's AlexNet weights at {checkpoint}, which are absent and "
+                                   f"could not be downloaded ({exc}). {how}") from None
     return model.eval().to(device)
 
 

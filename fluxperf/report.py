@@ -1,4 +1,10 @@
-"""Reports: results JSON, Markdown tables, a latency bar chart and eager-vs-variant image grids."""
+"""Reports: results JSON, Markdown tables, a latency bar chart and eager-vs-variant image grids.
+
+Everything a person reads (tables, Markdown, chart) is rendered from the results dict that
+results_dict() returns, never from live Bench objects: a single-process session and a pytest-xdist
+session, whose workers each measured some of the variants, then share one code path. Only the image
+grids need the images themselves, so the process that holds them writes them (write_images).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +33,20 @@ def _finite(x):
     return x if x is None or (isinstance(x, float) and math.isfinite(x)) or not isinstance(x, float) else None
 
 
+def grid_name(name: str) -> str:
+    return f"grid-{name}.png"
+
+
+def _has_grid(r) -> bool:
+    return r.images is not None and bool(r.quality)
+
+
 def results_dict(bench) -> dict:
-    """Everything measured this session, JSON-safe (inf and NaN become null)."""
+    """Everything measured this session, JSON-safe (inf and NaN become null).
+
+    Also what an xdist worker sends to the controller, so each variant carries what the controller
+    needs without the Bench: its baseline entry, the worker and device that measured it, its grid file.
+    """
     sc = bench.scenario
     out = {
         "generated_utc": utc_now(),
@@ -42,9 +60,11 @@ def results_dict(bench) -> dict:
     }
     for name, r in bench.results.items():
         entry = {"status": r.status, "error": r.error, "timed": r.timed, "lossless": r.lossless,
+                 "worker": bench.worker, "device": bench.device,
                  "params": r.params, "build_s": r.build_s, "build_phases_s": r.phases,
                  "peak_mem_gb": r.peak_mem_gb, "eager_samples_s": r.eager_s, "samples_s": r.variant_s,
-                 "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png}
+                 "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png,
+                 "grid_png": grid_name(name) if _has_grid(r) else None}
         if r.variant_s:
             med, iqr = r.latency()
             entry.update(latency_median_s=med, latency_iqr_s=iqr, n=len(r.variant_s))
@@ -56,58 +76,99 @@ def results_dict(bench) -> dict:
                                 "worst_item": v["worst_item"], "per_image": [quality.json_value(x) for x in v["values"]],
                                 **({"backbone": v["backbone"]} if "backbone" in v else {})}
                             for m, v in r.quality.items()}
+        # What --fluxperf-update-baselines writes for this variant, so whoever holds the merged dict can.
+        entry["baseline_entry"] = r.baseline_entry() if r.status == "measured" else None
         out["variants"][name] = entry
     return out
 
 
-def _row(name, r) -> list[str]:
-    if not r.variant_s:
-        return [name, r.status, "–", "–", "–", "–"]
-    med, iqr = r.latency()
-    sp = r.speedup() if r.eager_s else None
-    speed = "–" if sp is None else f"{sp.value:.2f}×" + (f" ({sp.ci_low:.2f}–{sp.ci_high:.2f})"
-                                                        if math.isfinite(sp.ci_low) else "")
-    if not r.timed:
+def merge(parts: dict[str, dict], order: list[str], device: str) -> dict:
+    """One results dict from the per-worker dicts of a pytest-xdist session ({worker id: results_dict}).
+
+    Each variant was measured by exactly one worker (its tests share an xdist_group); the header comes
+    from the worker that measured eager, as does the determinism check; `device` is the session's
+    device before each worker was pinned to its own GPU.
+    """
+    if not parts:
+        raise ValueError("no worker reported fluxperf results")
+    variants: dict[str, dict] = {}
+    for worker, part in sorted(parts.items()):
+        for name, entry in part["variants"].items():
+            if name in variants:
+                raise ValueError(f"variant {name} was measured by both {variants[name]['worker']} and {worker}: "
+                                 "its tests must share one worker (--dist loadgroup)")
+            variants[name] = entry
+    ranked = sorted(variants, key=lambda n: (order.index(n) if n in order else len(order), n))
+    lead = next((p for p in parts.values() if "eager" in p["variants"]), next(iter(parts.values())))
+    merged = {**lead, "generated_utc": utc_now(), "scenario": {**lead["scenario"], "device": device},
+              "determinism": next((p["determinism"] for p in parts.values() if p["determinism"]), None),
+              "baseline_found": any(p["baseline_found"] for p in parts.values()),
+              "workers": {w: {"device": p["scenario"]["device"], "gpu": p["environment"]["gpu"],
+                              "variants": list(p["variants"])} for w, p in sorted(parts.items())},
+              "variants": {n: variants[n] for n in ranked}}
+    return merged
+
+
+def _ci(sp) -> str:
+    return f" ({sp['ci_low']:.2f}–{sp['ci_high']:.2f})" if sp["ci_low"] is not None and sp["ci_high"] is not None else ""
+
+
+def _row(name, v) -> list[str]:
+    if not v["samples_s"]:
+        return [name, v["status"], "–", "–", "–", "–"]
+    sp = v.get("speedup")
+    speed = "–" if sp is None else f"{sp['value']:.2f}×" + _ci(sp)
+    if not v["timed"]:
         speed += " quality-only"
-    mem = "–" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.1f}"
-    build = "–" if r.build_s is None else f"{r.build_s:.1f}"
-    return [name, f"{med:.3f} ± {iqr / 2:.3f} (n={len(r.variant_s)})", speed, mem, build,
-            ", ".join(f"{k} {v['status']}" for k, v in r.verdicts.items()) or r.status]
+    mem = "–" if v["peak_mem_gb"] is None else f"{v['peak_mem_gb']:.1f}"
+    build = "–" if v["build_s"] is None else f"{v['build_s']:.1f}"
+    return [name, f"{v['latency_median_s']:.3f} ± {v['latency_iqr_s'] / 2:.3f} (n={v['n']})", speed, mem, build,
+            ", ".join(f"{k} {x['status']}" for k, x in v["verdicts"].items()) or v["status"]]
 
 
 SPEED_HEADER = ["variant", "latency_s median ± IQR/2", "speedup vs eager (95% CI)", "peak_mem_gb", "build_s", "verdicts"]
 QUALITY_HEADER = ["variant", "LPIPS mean / worst", "SSIM mean / worst", "PSNR mean / worst", "worst image (prompt, seed)"]
 
 
-def speed_rows(bench) -> list[list[str]]:
-    return [_row(n, r) for n, r in bench.results.items()]
+def speed_rows(results: dict) -> list[list[str]]:
+    return [_row(n, v) for n, v in results["variants"].items()]
 
 
-def quality_rows(bench) -> list[list[str]]:
+def quality_rows(results: dict) -> list[list[str]]:
     rows = []
-    for name, r in bench.results.items():
-        if not r.quality:
+    for name, v in results["variants"].items():
+        if not v["quality"]:
             continue
         cells = [name]
         for m in ("lpips", "ssim", "psnr_db"):
-            q = r.quality.get(m)
+            q = v["quality"].get(m)
             if q is None:
                 cells.append("unavailable")
                 continue
             label = " (random backbone)" if q.get("backbone") == "random" else ""
-            cells.append(f"{quality.fmt(m, q['mean'])} / {quality.fmt(m, q['worst'])}{label}")
-        cells.append(str(tuple(r.quality["ssim"]["worst_item"])))
+            cells.append(f"{quality.fmt(m, _inf(m, q['mean']))} / {quality.fmt(m, _inf(m, q['worst']))}{label}")
+        cells.append(str(tuple(v["quality"]["ssim"]["worst_item"])))
         rows.append(cells)
     return rows
 
 
-def header_lines(bench) -> list[str]:
-    env, sc = bench.env, bench.scenario
-    return [f"model: {sc.model} — {model_banner(sc.model)}",
-            f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); host CPU: {env['host_cpu']}",
-            f"scenario: {sc.height}x{sc.width}, {sc.steps} steps, guidance {sc.guidance}, {sc.dtype}, "
-            f"{len(sc.prompts)} prompts x {len(sc.seeds)} seeds [{sc.slug}]",
-            f"baseline: {bench.baseline_path or 'not looked up'}{'' if bench.baseline else ' (none)'}"]
+def _inf(metric: str, value):
+    # results_dict writes an infinite PSNR (identical images) as null; show it as "identical" again.
+    return math.inf if value is None and metric == "psnr_db" else value
+
+
+def header_lines(results: dict) -> list[str]:
+    env, sc, model = results["environment"], results["scenario"], results["model_source"]
+    lines = [f"model: {model} — {model_banner(model)}",
+             f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); host CPU: {env['host_cpu']}",
+             f"scenario: {sc['height']}x{sc['width']}, {sc['steps']} steps, guidance {sc['guidance']}, {sc['dtype']}, "
+             f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds [{sc['slug']}]",
+             f"baseline: {results['baseline_file'] or 'not looked up'}{'' if results['baseline_found'] else ' (none)'}"]
+    if results.get("workers"):
+        lines.append("pytest-xdist workers: " + "; ".join(
+            f"{w} on {info['device']}: {', '.join(info['variants']) or 'nothing measured'}"
+            for w, info in results["workers"].items()))
+    return lines
 
 
 def table_text(header: list[str], rows: list[list[str]]) -> str:
@@ -122,35 +183,36 @@ def table_md(header: list[str], rows: list[list[str]]) -> str:
                       *["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]])
 
 
-def markdown(bench, chart: str | None, grids: dict[str, str]) -> str:
-    sc = bench.scenario
-    parts = [f"# fluxperf report — {sc.model}", "", f"> **{model_banner(sc.model)}**", "",
-             *[f"- {line}" for line in header_lines(bench)], f"- generated: {utc_now()}", ""]
-    if bench.determinism and not bench.determinism["ok"]:
+def markdown(results: dict, chart: str | None) -> str:
+    model, det = results["model_source"], results["determinism"]
+    parts = [f"# fluxperf report — {model}", "", f"> **{model_banner(model)}**", "",
+             *[f"- {line}" for line in header_lines(results)], f"- generated: {results['generated_utc']}", ""]
+    if det and not det["ok"]:
         parts += [f"> **WARNING: eager is not deterministic here** (worst PSNR of a re-render "
-                  f"{quality.fmt('psnr_db', bench.determinism['worst_psnr_db'])}); quality verdicts are unreliable.", ""]
-    parts += ["## Speed", "", table_md(SPEED_HEADER, speed_rows(bench)), ""]
+                  f"{quality.fmt('psnr_db', _inf('psnr_db', det['worst_psnr_db']))}); quality verdicts are unreliable.", ""]
+    parts += ["## Speed", "", table_md(SPEED_HEADER, speed_rows(results)), ""]
     if chart:
         parts += [f"![latency per variant]({chart})", ""]
-    qrows = quality_rows(bench)
+    qrows = quality_rows(results)
+    variants = results["variants"]
     if qrows:
         parts += ["## Quality against eager", "", table_md(QUALITY_HEADER, qrows), ""]
-        for name, r in bench.results.items():
-            if r.lpips_error:
-                parts += [f"- {name}: LPIPS unavailable: {r.lpips_error}"]
-        parts += [f"![{name}]({path})" for name, path in grids.items()] + [""]
-    failed = [(n, r.error) for n, r in bench.results.items() if r.status in ("failed", "skipped")]
+        for name, v in variants.items():
+            if v["lpips_error"]:
+                parts += [f"- {name}: LPIPS unavailable: {v['lpips_error']}"]
+        parts += [f"![{name}]({v['grid_png']})" for name, v in variants.items() if v["grid_png"]] + [""]
+    failed = [(n, v["error"]) for n, v in variants.items() if v["status"] in ("failed", "skipped")]
     if failed:
         parts += ["## Not measured", ""] + [f"- **{n}**: {e}" for n, e in failed] + [""]
-    messages = [(n, c, v) for n, r in bench.results.items() for c, v in r.verdicts.items() if v["status"] != "PASS"]
+    messages = [(n, c, x) for n, v in variants.items() for c, x in v["verdicts"].items() if x["status"] != "PASS"]
     if messages:
-        parts += ["## Verdicts other than PASS", ""] + [f"- {v['status']} {c}: {v['message']}" for n, c, v in messages]
+        parts += ["## Verdicts other than PASS", ""] + [f"- {x['status']} {c}: {x['message']}" for n, c, x in messages]
     return "\n".join(parts) + "\n"
 
 
-def bar_chart(bench, path: Path) -> bool:
+def bar_chart(results: dict, path: Path) -> bool:
     """Median latency per variant with the speedup over eager printed on each bar."""
-    rows = [(n, r) for n, r in bench.results.items() if r.variant_s]
+    rows = [(n, v) for n, v in results["variants"].items() if v["samples_s"]]
     if not rows:
         return False
     import matplotlib
@@ -159,19 +221,20 @@ def bar_chart(bench, path: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 4.2))
     names = [n for n, _ in rows]
-    medians = [r.latency()[0] for _, r in rows]
-    iqrs = [r.latency()[1] / 2 for _, r in rows]
-    colors = ["#888888" if n == "eager" else "#c04a4a" if not r.timed else "#3b6fb6" for n, r in rows]
+    medians = [v["latency_median_s"] for _, v in rows]
+    iqrs = [v["latency_iqr_s"] / 2 for _, v in rows]
+    colors = ["#888888" if n == "eager" else "#c04a4a" if not v["timed"] else "#3b6fb6" for n, v in rows]
     bars = ax.bar(names, medians, yerr=iqrs, color=colors, capsize=4)
-    for bar, (_, r) in zip(bars, rows):
-        label = f"{r.speedup().value:.2f}×" if r.eager_s else ""
-        if not r.timed:
+    for bar, (_, v) in zip(bars, rows):
+        label = f"{v['speedup']['value']:.2f}×" if v.get("speedup") else ""
+        if not v["timed"]:
             label += "\n(quality-only)"
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                     xytext=(0, 3), textcoords="offset points", fontsize=9)
     ax.set_ylabel("seconds per image (median)")
-    sc = bench.scenario
-    ax.set_title(f"{sc.model} · {bench.env['gpu']} · {sc.height}x{sc.width}, {sc.steps} steps", fontsize=10)
+    sc = results["scenario"]
+    ax.set_title(f"{results['model_source']} · {results['environment']['gpu']} · {sc['height']}x{sc['width']}, "
+                 f"{sc['steps']} steps", fontsize=10)
     ax.margins(y=0.2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +262,7 @@ def save_pair(ref_u8, img_u8, path: Path, caption: str) -> None:
 def image_grid(bench, name: str, path: Path, count: int) -> bool:
     """Eager beside the variant for the first prompts, metrics under each pair."""
     r = bench.results[name]
-    if r.images is None or not r.quality:
+    if not _has_grid(r):
         return False
     import matplotlib
     matplotlib.use("Agg")
@@ -227,12 +290,26 @@ def image_grid(bench, name: str, path: Path, count: int) -> bool:
     return True
 
 
-def write_all(bench) -> None:
-    """Write every report file; called after each variant and at the end, so nothing measured is lost."""
+def write_images(bench) -> None:
+    """The image grids: written by the process that holds the images (an xdist worker, or the session)."""
     out = Path(bench.settings.report_dir)
+    for name in bench.results:
+        image_grid(bench, name, out / grid_name(name), bench.settings.grid_images)
+
+
+def write_summary(results: dict, report_dir: Path) -> None:
+    """results.json, latency.png and report.md from a results dict (one session's, or merged workers')."""
+    out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    baselines.write_atomic(out / "results.json", json.dumps(results_dict(bench), indent=2, allow_nan=False) + "\n")
-    chart = "latency.png" if bar_chart(bench, out / "latency.png") else None
-    grids = {n: f"grid-{n}.png" for n in bench.results
-             if image_grid(bench, n, out / f"grid-{n}.png", bench.settings.grid_images)}
-    baselines.write_atomic(out / "report.md", markdown(bench, chart, grids))
+    baselines.write_atomic(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    chart = "latency.png" if bar_chart(results, out / "latency.png") else None
+    baselines.write_atomic(out / "report.md", markdown(results, chart))
+
+
+def write_all(bench) -> dict:
+    """Every report file of a single-process session; called after each variant and at the end, so
+    nothing measured is lost. Returns the results dict the files were rendered from."""
+    write_images(bench)
+    results = results_dict(bench)
+    write_summary(results, bench.settings.report_dir)
+    return results

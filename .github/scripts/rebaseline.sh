@@ -12,7 +12,7 @@ rm -rf runs
 for ((i = 1; i <= runs; i++)); do
   echo "::group::run $i of $runs"
   bash .github/scripts/gpu-suite.sh --fluxperf-update-baselines \
-    --fluxperf-baseline-dir "runs/run-$i" --fluxperf-report-dir "reports/run-$i"
+    --fluxperf-baseline-dir="runs/run-$i" --fluxperf-report-dir="reports/run-$i"
   echo "::endgroup::"
 done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 
 import pytest
 import torch
@@ -64,6 +65,11 @@ def test_images_of_different_shapes_are_refused(images):
 
 def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    # An offline machine: torchvision's download attempt must fail here even where CI has internet.
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable (blocked by the test)")
+    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(socket.socket, "connect", offline)
     with pytest.raises(quality.LpipsUnavailable) as info:
         quality.make_lpips(random_backbone=False)
     message = str(info.value)

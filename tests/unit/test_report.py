@@ -1,4 +1,5 @@
-"""Report files from a Bench filled by hand: results.json, report.md, latency.png and the terminal table."""
+"""Report files from a Bench filled by hand: results.json, report.md, latency.png and the terminal table,
+all rendered from the results dict (report.results_dict), as under pytest-xdist from the merged one."""
 
 from __future__ import annotations
 
@@ -80,9 +81,10 @@ def test_latency_png_is_a_real_png(bench, tmp_path):
 
 
 def test_the_terminal_table_has_a_header_and_a_row_per_variant(bench):
-    lines = report.table_text(report.SPEED_HEADER, report.speed_rows(bench)).splitlines()
+    results = report.results_dict(bench)
+    lines = report.table_text(report.SPEED_HEADER, report.speed_rows(results)).splitlines()
     assert lines[0].startswith("variant") and set(lines[1].replace(" ", "")) == {"-"}
     assert [line.split()[0] for line in lines[2:]] == ["eager", "compile", "broken"]
     assert "1.99× (1.94–2.04)" in lines[3] and "speedup PASS" in lines[3] and lines[4].split()[1] == "failed"
-    header = report.header_lines(bench)
+    header = report.header_lines(results)
     assert header[0] == f"model: tiny — {report.model_banner('tiny')}" and "NVIDIA H100 80GB HBM3" in header[1]

@@ -254,7 +254,7 @@ def test_rebaseline_merges_runs_and_proposes_a_pull_request():
     workflow = _workflow("rebaseline.yml")
     assert workflow.get("on", workflow.get(True))["workflow_dispatch"]["inputs"]["runs"]["default"] == 3
     script = (GITHUB / "scripts" / "rebaseline.sh").read_text()
-    assert '--fluxperf-update-baselines \\\n    --fluxperf-baseline-dir "runs/run-$i"' in script
+    assert '--fluxperf-update-baselines \\\n    --fluxperf-baseline-dir="runs/run-$i"' in script
     assert "-m fluxperf merge-baselines --out baselines --table rebaseline-table.md runs/run-*" in script
     pr_steps = [s for _, _, s in _steps(workflow) if s.get("uses", "").startswith("peter-evans/create-pull-request@")]
     assert len(pr_steps) == 1 and pr_steps[0]["with"]["add-paths"] == "baselines/**"
