@@ -333,17 +333,23 @@ def _check_xdist_controller(config, bench) -> None:
         _load_baseline(bench)
         return
     import torch
-    count, workers = torch.cuda.device_count(), len(config.getoption("tx"))
-    if count == 0:
+    if torch.cuda.device_count() == 0:
         return  # every GPU test skips, saying how to run on CPU
-    if count < workers:
+    _check_gpus(len(config.getoption("tx")))
+    _load_baseline(bench)
+
+
+def _check_gpus(workers: int) -> None:
+    """One worker per GPU at most, and one GPU model: baselines key on the model, never on the index."""
+    import torch
+    count = torch.cuda.device_count()
+    if 1 <= count < workers:
         raise pytest.UsageError(f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
                                 "time each other's work. Use -n auto (one worker per visible GPU) or fewer")
     models = {torch.cuda.get_device_name(i) for i in range(count)}
     if len(models) > 1:
         raise pytest.UsageError(f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
                                 "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model")
-    _load_baseline(bench)
 
 
 def _variant_of(item) -> str | None:
@@ -361,15 +367,7 @@ def _check_xdist_worker(config, bench, items) -> None:
         raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
                                 "variant is built and timed on one worker, and its tests must run where it was built")
     if bench.device.startswith("cuda"):
-        import torch
-        count, workers = torch.cuda.device_count(), int(config.workerinput["workercount"])
-        if 1 <= count < workers:
-            raise pytest.UsageError(f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
-                                    "time each other's work. Use -n auto (one worker per visible GPU) or fewer")
-        models = {torch.cuda.get_device_name(i) for i in range(count)}
-        if len(models) > 1:
-            raise pytest.UsageError(f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
-                                    "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model")
+        _check_gpus(int(config.workerinput["workercount"]))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks added here
