@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fluxperf import baselines, environment, progress, quality, stats, timing, variants
-from fluxperf.models import ModelSourceError, build_pipeline, max_sequence_length, torch_dtype
+from fluxperf.models import build_pipeline, max_sequence_length, torch_dtype
 from fluxperf.scenario import Scenario
 
 # Eager rendering the same prompt and seed twice should be bit-identical. On GPUs whose kernels are
@@ -374,4 +374,3 @@ class Bench:
         return path
 
 
-__all__ = ["Bench", "Settings", "VariantResult", "LiveRun", "ModelSourceError"]

@@ -9,7 +9,6 @@ the one report, summary table and baseline update.
 
 from __future__ import annotations
 
-import math
 import os
 import traceback
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxperf import baselines, report, stats, variants
+from fluxperf import baselines, report, variants
 from fluxperf.scenario import DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
 
 BENCH = pytest.StashKey["object"]()
