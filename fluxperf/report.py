@@ -29,10 +29,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _finite(x):
-    return x if x is None or (isinstance(x, float) and math.isfinite(x)) or not isinstance(x, float) else None
-
-
 def grid_name(name: str) -> str:
     return f"grid-{name}.png"
 
@@ -70,7 +66,7 @@ def results_dict(bench) -> dict:
             entry.update(latency_median_s=med, latency_iqr_s=iqr, n=len(r.variant_s))
         if r.variant_s and r.eager_s:
             sp = r.speedup()
-            entry["speedup"] = {"value": sp.value, "ci_low": _finite(sp.ci_low), "ci_high": _finite(sp.ci_high),
+            entry["speedup"] = {"value": sp.value, "ci_low": quality.json_value(sp.ci_low), "ci_high": quality.json_value(sp.ci_high),
                                 "n": sp.n, "design": sp.design}
         entry["quality"] = {m: {"mean": quality.json_value(v["mean"]), "worst": quality.json_value(v["worst"]),
                                 "worst_item": v["worst_item"], "per_image": [quality.json_value(x) for x in v["values"]],
