@@ -29,9 +29,12 @@ def _check_floor_and_baseline(bench, result, metric):
     if bench.settings.update_baselines or bench.baseline_entry(result.name) is None:
         return
     entry = baseline_for(bench, result.name)
-    base = (entry.get("quality") or {}).get(f"{metric}_mean")
+    recorded = entry.get("quality") or {}
+    base = recorded.get(f"{metric}_mean")
     if base is None:
         return  # the baseline's images were identical to eager's (PSNR) or LPIPS wasn't measured
+    if metric == "lpips" and recorded.get("lpips_backbone") != q.get("backbone"):
+        return  # a random-backbone LPIPS and AlexNet's are different scales: only the floor applies
     tol = entry["tolerance"][metric]
     mean = q["mean"]
     if math.isinf(mean):
