@@ -122,11 +122,12 @@ class Bench:
     def env(self) -> dict:
         return environment.describe(self.device, str(self.settings.repo_dir))
 
-    def baseline_key(self) -> dict:
-        return {"gpu": self.env["gpu"], **self.scenario.key()}
+    def baseline_key(self, env: dict | None = None) -> dict:
+        """The key a baseline must match: this scenario on the GPU of `env` (this process's by default)."""
+        return {"gpu": (env or self.env)["gpu"], **self.scenario.key()}
 
-    def locate_baseline(self) -> Path:
-        return baselines.path_for(self.settings.baseline_dir, self.env["gpu_slug"], self.scenario.slug)
+    def locate_baseline(self, env: dict | None = None) -> Path:
+        return baselines.path_for(self.settings.baseline_dir, (env or self.env)["gpu_slug"], self.scenario.slug)
 
     def load_baseline(self) -> None:
         """Read and validate this run's baseline; BaselineError for a broken or mismatched file."""
@@ -367,9 +368,9 @@ class Bench:
         if not measured:
             return None
         env = results["environment"]
-        path = baselines.path_for(self.settings.baseline_dir, env["gpu_slug"], self.scenario.slug)
+        path = self.locate_baseline(env)
         old = baselines.load(path) if path.exists() else None
-        data = baselines.updated(old, {"gpu": env["gpu"], **self.scenario.key()}, env, recorded_utc, measured)
+        data = baselines.updated(old, self.baseline_key(env), env, recorded_utc, measured)
         baselines.write_atomic(path, baselines.dumps(baselines.validate(data, path)))
         return path
 
