@@ -221,6 +221,8 @@ class Bench:
         rounds = max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines \
             else self.settings.rounds
         try:
+            if variant.check is not None:
+                variant.check(self.scenario, result.params)
             reference = self.reference() if name != "eager" else None
             base = self.base()
             live = LiveRun(self, result, None, base)
@@ -256,7 +258,7 @@ class Bench:
                 self.score(result, reference)
             result.status = "measured"
             return live
-        except variants.MissingDependency as exc:
+        except variants.Unavailable as exc:
             result.status, result.error = "skipped", str(exc)
             raise
         except BaseException as exc:
@@ -339,6 +341,9 @@ class Bench:
 
     def release(self, live: LiveRun) -> None:
         """Drop the variant's pipeline so the next variant starts with the memory free."""
+        close = getattr(live.pipe, "close", None)
+        if close is not None:
+            close()  # context_parallel: the other ranks drop theirs too
         live.pipe = live.eager_pipe = None
         if live.result.images is not None:
             live.result.timed_images.clear()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxperf import baselines, report, variants
+from fluxperf import baselines, parallel, report, variants
 from fluxperf.scenario import DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
 
 BENCH = pytest.StashKey["object"]()
@@ -125,6 +125,11 @@ def resolve(config) -> "object":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     worker = worker_id(config)
+    if parallel.launched():
+        if config.getoption("numprocesses", None) or worker is not None:
+            raise pytest.UsageError("torchrun and pytest-xdist don't mix: under torchrun rank 0 runs the tests and "
+                                    "the other ranks serve context_parallel; drop -n")
+        device = parallel.device_for(device)
     if device == "cuda" and worker is not None:
         import torch
         device = pinned_device(device, worker, torch.cuda.device_count())
@@ -192,6 +197,8 @@ def pytest_configure(config):
     from fluxperf.bench import Bench
 
     bench = config.stash[BENCH] = Bench(resolve(config))
+    if parallel.launched():
+        _join(bench.device)
     if bench.device.startswith("cuda:"):
         import torch
         # Libraries that allocate on "the" CUDA device (torch.compile's autotuning, TensorRT) follow this one.
@@ -202,6 +209,28 @@ def pytest_configure(config):
             _check_xdist_controller(config, bench)
     # Builds take minutes: show their steps live, even while pytest captures the tests' output.
     progress.set_sink(lambda line: _show(config, line))
+
+
+def _join(device: str) -> None:
+    try:
+        parallel.init(device)
+    except parallel.ParallelError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Under torchrun, ranks above 0 run no tests: they serve rank 0's context_parallel calls until it is done."""
+    if not parallel.is_follower():
+        return None
+    device = resolve(config).scenario.device
+    _join(device)
+    return parallel.follow(device)
+
+
+def pytest_unconfigure(config):
+    if parallel.launched() and not parallel.is_follower():
+        parallel.finish()
 
 
 def _show(config, line: str) -> None:
@@ -413,7 +442,7 @@ def variant_run(request, fluxperf_bench):
     failure = None
     try:
         live = fluxperf_bench.measure(name)
-    except variants.MissingDependency as exc:
+    except variants.Unavailable as exc:
         pytest.skip(f"{name}: {exc}")
     except ModelSourceError as exc:
         failure = str(exc)

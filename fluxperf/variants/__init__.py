@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
-class MissingDependency(ImportError):
-    """An optional package a variant needs is not installed; the variant is skipped, not failed."""
+class Unavailable(Exception):
+    """The variant can't run in this session (a missing package, no GPU, no torchrun); it is skipped, not failed,
+    and the message says what would make it run."""
+
+
+class MissingDependency(Unavailable, ImportError):
+    """An optional package a variant needs is not installed."""
 
     def __init__(self, package: str, install: str):
         self.package, self.install = package, install
@@ -39,20 +44,24 @@ class Variant:
     # A variant that changes the shared modules in place can't be interleaved with eager.
     in_place: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    # Raises Unavailable before anything is timed or built, where the build would only find out late.
+    check: Callable[[Any, dict], None] | None = None
 
 
 _REGISTRY: dict[str, Variant] = {}
 
 
 def register(name: str, *, lossless: bool = False, timed: bool = True, in_place: bool = False,
-             params: dict[str, Any] | None = None):
-    """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults."""
+             params: dict[str, Any] | None = None, check: Callable[[Any, dict], None] | None = None):
+    """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults;
+    `check(scenario, params)` raises Unavailable when the variant can't run in this session."""
 
     def wrap(build):
         if name in _REGISTRY:
             raise ValueError(f"variant {name!r} registered twice")
         doc = (build.__module__ and importlib.import_module(build.__module__).__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}))
+        _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}),
+                                  check)
         return build
 
     return wrap

@@ -47,6 +47,12 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
         return smash(model=pipe, smash_config=config)
 
 
-@register("pruna_cache", in_place=True, params=FORA_PARAMS)
+def check(scenario, params):
+    """Before eager is timed for an in-place build that would only then find pruna missing."""
+    _telemetry_off()
+    require("pruna", INSTALL)
+
+
+@register("pruna_cache", in_place=True, params=FORA_PARAMS, check=check)
 def build(pipe, scenario, params):
     return smash_fora(pipe, scenario, params, compile=False)

@@ -7,14 +7,18 @@ from fluxperf import trt as engine
 from fluxperf.variants import MissingDependency, register
 
 
-# in_place: calibration inserts quantizers into the shared transformer, which then leaves the GPU.
-@register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE})
-def build(pipe, scenario, params):
-    # Checked first: without TensorRT the minutes of calibration below would be wasted.
+def check(scenario, params):
+    # Before eager is timed for the in-place build, and before minutes of calibration.
     engine.require_tensorrt()
     fp8.require_modelopt()
     if not str(scenario.device).startswith("cuda"):
         raise MissingDependency("a CUDA device", "TensorRT runs on NVIDIA GPUs: run the scenario on cuda")
+
+
+# in_place: calibration inserts quantizers into the shared transformer, which then leaves the GPU.
+@register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, check=check)
+def build(pipe, scenario, params):
+    check(scenario, params)
     device = torch.device(scenario.device)
     transformer = pipe.transformer
     spec = engine.io_spec(scenario, transformer.config)

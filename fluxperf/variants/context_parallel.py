@@ -1,0 +1,26 @@
+"""diffusers' context parallelism: one image's attention split across the GPUs torchrun started (Ulysses or ring)."""
+
+from fluxperf import parallel
+from fluxperf.variants import Unavailable, register
+
+
+def check(scenario, params):
+    parallel.check_params(params)
+    if params["cp_mode"] == "ring" and not scenario.device.startswith("cuda"):
+        raise Unavailable("cp_mode=ring needs CUDA (flash attention's log-sum-exp); on CPU use cp_mode=ulysses")
+    degree = params["cp_degree"]
+    if parallel.world_size() != degree:
+        started = "without torchrun" if not parallel.launched() else \
+            f"under torchrun with {parallel.world_size()} processes"
+        raise Unavailable(
+            f"context_parallel splits each image over cp_degree={degree} GPUs, one process each, but pytest runs "
+            f"{started}: run torchrun --nproc-per-node {degree} -m pytest -m gpu --fluxperf-variants "
+            f"context_parallel (or pass --fluxperf-param=cp_degree=N to match --nproc-per-node N)")
+
+
+@register("context_parallel", lossless=True, in_place=True, params={"cp_mode": "ulysses", "cp_degree": 2},
+          check=check)
+def build(pipe, scenario, params):
+    check(scenario, params)
+    # enable_parallelism hooks the shared transformer in place, hence in_place: eager is timed before it.
+    return parallel.lead(pipe, scenario, params)

@@ -1,0 +1,101 @@
+"""context_parallel: diffusers' context parallelism across torchrun's processes, run here on CPU over gloo."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fluxperf import parallel
+from fluxperf.scenario import Scenario
+from fluxperf.variants import Unavailable, get
+from tests.unit.test_e2e import REPO, suite  # noqa: F401  (the fixture: tiny model, the real perf suite)
+
+pytest_plugins = ["pytester"]
+
+PARAMS = {"cp_mode": "ulysses", "cp_degree": 2}
+
+
+def torchrun(tmp_path, *args, nproc=2):
+    """The real suite under torchrun on the tiny model on CPU; returns the process and results.json."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
+           "-m", "pytest", "tests/perf", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
+           "--fluxperf-width=64", "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=2",
+           "--fluxperf-max-rounds=2", "--fluxperf-lpips-random-backbone", f"--fluxperf-report-dir={tmp_path}",
+           f"--fluxperf-cache-dir={tmp_path / 'cache'}", f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
+           "-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-rs", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    results = tmp_path / "results.json"
+    return proc, json.loads(results.read_text()) if results.exists() else None
+
+
+def test_context_parallel_under_torchrun_matches_eager(tmp_path):
+    proc, results = torchrun(tmp_path, "--fluxperf-variants=context_parallel")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    run = results["variants"]["context_parallel"]
+    assert run["status"] == "measured" and run["params"] == PARAMS
+    # The attention of each image was split over two processes: rank 1 made every call with rank 0
+    # (a rank that skipped one would leave the other waiting in its collectives).
+    calls = int(re.search(r"\[fluxperf rank 1\] done: (\d+) calls made", out).group(1))
+    assert calls >= 1 + 2 + 2 + 2  # warm-up call, warm-up rounds, timed rounds, quality images
+    # Ulysses attention computes the same attention, head by head: in float32 the image is eager's.
+    assert run["quality"]["psnr_db"]["worst"] > 60
+    assert run["quality"]["ssim"]["worst"] > 0.9999
+    # In place: eager was timed on its own before the transformer was sharded, not interleaved.
+    assert len(run["eager_samples_s"]) == 2 and len(run["samples_s"]) >= 2
+
+
+def test_without_torchrun_context_parallel_skips_before_timing_anything(suite, pytester):
+    result = suite("--fluxperf-variants=context_parallel", "-rs")
+    result.assert_outcomes(passed=2, skipped=9)  # eager runs; every context_parallel test skips
+    assert "run torchrun --nproc-per-node 2 -m pytest -m gpu" in result.stdout.str()
+    run = json.loads((pytester.path / "reports" / "results.json").read_text())["variants"]["context_parallel"]
+    assert run["status"] == "skipped" and run["eager_samples_s"] == []
+
+
+def test_check_names_what_is_wrong(monkeypatch):
+    check = get("context_parallel").check
+    cpu = Scenario(device="cpu")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(Unavailable, match=r"under torchrun with 4 processes.*cp_degree=N"):
+        check(cpu, PARAMS)
+    check(cpu, {**PARAMS, "cp_degree": 4})
+    with pytest.raises(ValueError, match="cp_mode must be one of ulysses, ring, got 'rings'"):
+        check(cpu, {**PARAMS, "cp_mode": "rings"})
+    with pytest.raises(ValueError, match="cp_degree must be at least 2"):
+        check(cpu, {**PARAMS, "cp_degree": 1})
+    with pytest.raises(Unavailable, match="cp_mode=ring needs CUDA"):
+        check(cpu, {**PARAMS, "cp_mode": "ring", "cp_degree": 4})
+
+
+def test_each_rank_works_on_its_own_gpu(monkeypatch):
+    assert parallel.device_for("cuda") == "cuda"  # no torchrun: unchanged
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert parallel.device_for("cuda") == "cuda:1"
+    assert parallel.device_for("cpu") == "cpu"
+
+
+def test_a_bad_launch_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with pytest.raises(parallel.ParallelError, match="--nnodes 1"):
+        parallel.init("cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(parallel.ParallelError, match="2 processes but 1 GPU"):
+        parallel.init("cuda:0")
+
+
+def test_torchrun_and_xdist_together_are_a_usage_error(suite, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = suite("-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "torchrun and pytest-xdist don't mix" in result.stderr.str()
