@@ -220,6 +220,7 @@ class Bench:
         self.results[name] = result
         rounds = max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines \
             else self.settings.rounds
+        live = None
         try:
             if variant.check is not None:
                 variant.check(self.scenario, result.params)
@@ -264,6 +265,7 @@ class Bench:
         except BaseException as exc:
             result.status = "failed"
             result.error = f"{type(exc).__name__}: {exc}".strip()
+            self.close(live.pipe if live is not None else None)
             if variant.in_place:
                 self._base = None  # whatever the build did to eager's modules, don't reuse them
             raise
@@ -341,13 +343,20 @@ class Bench:
 
     def release(self, live: LiveRun) -> None:
         """Drop the variant's pipeline so the next variant starts with the memory free."""
-        close = getattr(live.pipe, "close", None)
-        if close is not None:
-            close()  # context_parallel: the other ranks drop theirs too
-        live.pipe = live.eager_pipe = None
-        if live.result.images is not None:
-            live.result.timed_images.clear()
-        timing.release(self.device)
+        pipe, live.pipe, live.eager_pipe = live.pipe, None, None
+        try:
+            self.close(pipe)
+        finally:
+            if live.result.images is not None:
+                live.result.timed_images.clear()
+            timing.release(self.device)
+
+    @staticmethod
+    def close(pipe) -> None:
+        """context_parallel's pipeline: the other ranks drop theirs too."""
+        from fluxperf.parallel import ParallelPipeline
+        if isinstance(pipe, ParallelPipeline):
+            pipe.close()
 
     # ----- verdicts and reports -------------------------------------------------------------------
     def record(self, name: str, check: str, verdict: stats.Verdict) -> None:

@@ -26,6 +26,9 @@ from fluxperf.models import build_pipeline
 MODES = ("ulysses", "ring")
 ORDER_TIMEOUT = timedelta(hours=24)
 _orders = None  # the gloo group orders travel on; set by init()
+# Why the ranks can no longer work together (a call that failed on rank 0, whose followers are left inside
+# its collectives), or None. Then no order is sent again: it would never be received.
+broken: str | None = None
 
 
 class ParallelError(RuntimeError):
@@ -64,7 +67,8 @@ def init(device: str) -> None:
     if device.startswith("cuda"):
         if torch.cuda.device_count() < world_size():
             raise ParallelError(f"torchrun started {world_size()} processes but {torch.cuda.device_count()} "
-                                "GPU(s) are visible: use --nproc-per-node at most the number of GPUs")
+                                "GPU(s) are visible: use --nproc-per-node at most the number of GPUs "
+                                "(or --fluxperf-device cpu to run on CPU)")
         torch.cuda.set_device(torch.device(device))
     import torch.distributed as dist
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
@@ -83,18 +87,22 @@ def _receive() -> tuple:
     return box[0]
 
 
-def _gather(status: str | None) -> list:
-    """Every rank's status (None: fine, else its error) on rank 0; None on the followers."""
+def _agree(error: str | None, what: str) -> str | None:
+    """Every rank's outcome of one step (None: fine, else its error), combined on every rank, so that
+    all of them go on to the next collective step, or none does."""
     import torch.distributed as dist
-    statuses = [None] * world_size() if rank() == 0 else None
-    dist.gather_object(status, statuses, dst=0, group=_orders)
-    return statuses
-
-
-def _check(statuses: list, what: str) -> None:
+    statuses = [None] * world_size()
+    dist.all_gather_object(statuses, error, group=_orders)
     failed = [f"rank {r}: {s}" for r, s in enumerate(statuses) if s is not None]
-    if failed:
-        raise ParallelError(f"{what} failed on " + "; ".join(failed))
+    return f"{what} failed on " + "; ".join(failed) if failed else None
+
+
+def _attempt(step) -> str | None:
+    try:
+        step()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def check_params(params: dict) -> None:
@@ -127,6 +135,15 @@ def _shard(pipe, params: dict, device: str) -> None:
         pipe.transformer.enable_parallelism(config=ContextParallelConfig(**degree))
 
 
+def describe(pipe) -> str:
+    """What diffusers set up on this rank's transformer, as seen from the transformer itself."""
+    config = getattr(pipe.transformer, "_parallel_config", None)
+    cp = getattr(config, "context_parallel_config", None)
+    if cp is None:
+        return "attention not split"
+    return f"attention split: ulysses_degree={cp.ulysses_degree} ring_degree={cp.ring_degree}"
+
+
 def _to(kwargs: dict, device: str) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in kwargs.items()}
 
@@ -141,28 +158,39 @@ class ParallelPipeline:
         return getattr(self.pipe, name)
 
     def __call__(self, **kwargs):
+        global broken
+        if broken:
+            raise ParallelError(broken)
         _send(("call", _to(kwargs, "cpu")))
-        return self.pipe(**kwargs)
+        try:
+            return self.pipe(**kwargs)
+        except BaseException as exc:
+            # The followers are inside this call's collectives and won't come out: stop talking to them.
+            broken = f"a context-parallel call failed on rank 0 ({type(exc).__name__}: {exc})"
+            raise
 
     def close(self) -> None:
         """Let the followers free their pipelines."""
         if self.pipe is not None:
             self.pipe = None
-            _send(("release",))
+            if not broken:
+                _send(("release",))
 
 
 def lead(pipe, scenario, params: dict) -> ParallelPipeline:
     """Rank 0's side of the context_parallel build: the followers build the same pipeline, then all shard it."""
+    if broken:
+        raise ParallelError(broken)
     _send(("build", scenario, params))
     with progress.step(f"{world_size() - 1} follower(s) building the pipeline on their GPUs"):
-        _check(_gather(None), "building the pipeline")
+        error = _agree(None, "building the pipeline")
+        if error:
+            raise ParallelError(error)
     with progress.step(f"{params['cp_mode']} attention over {params['cp_degree']} GPUs"):
-        error = None
-        try:
-            _shard(pipe, params, scenario.device)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        _check(_gather(error), "sharding the transformer")
+        error = _agree(_attempt(lambda: _shard(pipe, params, scenario.device)), "sharding the transformer")
+        if error:
+            raise ParallelError(error)
+    progress.say(describe(pipe))
     return ParallelPipeline(pipe)
 
 
@@ -176,6 +204,8 @@ def follow(device: str) -> int:
         kind = order[0]
         if kind == "exit":
             print(f"[fluxperf rank {me}] done: {calls} calls made", flush=True)
+            import torch.distributed as dist
+            dist.destroy_process_group()
             return 0
         if kind == "release":
             pipe = None
@@ -185,22 +215,19 @@ def follow(device: str) -> int:
             pipe = None
             timing.release(device)
             progress.begin("context_parallel")
-            error = None
-            try:
+
+            def build():
+                nonlocal pipe
                 with progress.step(f"building the {scenario.model} pipeline on {device}"):
                     pipe = build_pipeline(scenario, progress.say)
-            except Exception as exc:
-                pipe, error = None, f"{type(exc).__name__}: {exc}"
+
+            # Every rank learns every rank's outcome, so that they all shard together or none does.
+            if _agree(_attempt(build), "building the pipeline") or \
+                    _agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
+                pipe = None
                 timing.release(device)
-            _gather(error)
-            if error is not None:
                 continue
-            error = None
-            try:
-                _shard(pipe, params, device)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            _gather(error)
+            progress.say(describe(pipe))
         elif kind == "call":
             try:
                 pipe(**_to(order[1], device))
@@ -214,9 +241,11 @@ def follow(device: str) -> int:
 
 
 def finish() -> None:
-    """Rank 0, at the end of the session: dismiss the followers and leave the process group."""
+    """Rank 0, at the end of the session: dismiss the followers and leave the process group. After a broken
+    call it leaves them be: rank 0 exits, and torchrun stops the followers stuck in that call."""
     import torch.distributed as dist
-    if _orders is not None and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            _send(("exit",))
-        dist.destroy_process_group()
+    if _orders is None or not dist.is_initialized() or broken:
+        return
+    with contextlib.suppress(Exception):
+        _send(("exit",))
+    dist.destroy_process_group()

@@ -171,6 +171,11 @@ def resolve(config) -> "object":
     # Eager is the reference every other variant is timed and judged against.
     chosen = [n for n in available if n in chosen or n == "eager"]
     params = dict(_parse_param(p, variants.all_params()) for p in opt("param"))
+    if "context_parallel" in chosen:
+        try:
+            parallel.check_params({**variants.get("context_parallel").params, **params})
+        except ValueError as exc:
+            raise _usage("param", str(exc)) from None
     floors: dict = {}
     for text in opt("floor"):
         name, metric, value = _parse_floor(text, available)
@@ -226,6 +231,13 @@ def pytest_cmdline_main(config):
     device = resolve(config).scenario.device
     _join(device)
     return parallel.follow(device)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if parallel.launched() and parallel.broken:
+        # The other ranks are stuck in a call that failed here: nothing more can run on them. Stop after
+        # this test; the reports of what was measured are still written.
+        item.session.shouldstop = f"{parallel.broken}; the other ranks can't take more work"
 
 
 def pytest_unconfigure(config):

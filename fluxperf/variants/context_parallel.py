@@ -12,10 +12,11 @@ def check(scenario, params):
     if parallel.world_size() != degree:
         started = "without torchrun" if not parallel.launched() else \
             f"under torchrun with {parallel.world_size()} processes"
+        hint = f" (or pass --fluxperf-param=cp_degree={parallel.world_size()})" if parallel.launched() else ""
         raise Unavailable(
             f"context_parallel splits each image over cp_degree={degree} GPUs, one process each, but pytest runs "
             f"{started}: run torchrun --nproc-per-node {degree} -m pytest -m gpu --fluxperf-variants "
-            f"context_parallel (or pass --fluxperf-param=cp_degree=N to match --nproc-per-node N)")
+            f"context_parallel{hint}")
 
 
 @register("context_parallel", lossless=True, in_place=True, params={"cp_mode": "ulysses", "cp_degree": 2},

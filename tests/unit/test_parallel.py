@@ -43,7 +43,10 @@ def test_context_parallel_under_torchrun_matches_eager(tmp_path):
     # The attention of each image was split over two processes: rank 1 made every call with rank 0
     # (a rank that skipped one would leave the other waiting in its collectives).
     calls = int(re.search(r"\[fluxperf rank 1\] done: (\d+) calls made", out).group(1))
-    assert calls >= 1 + 2 + 2 + 2  # warm-up call, warm-up rounds, timed rounds, quality images
+    assert calls == 1 + 2 + 2 + 2 + 3  # warm-up call, warm-up rounds, timed rounds, quality images, benchmark
+    # Both ranks' transformers were split, as diffusers itself reports it.
+    for me in ("[fluxperf] context_parallel", "[fluxperf rank 1] context_parallel"):
+        assert f"{me}: attention split: ulysses_degree=2 ring_degree=1" in out, me
     # Ulysses attention computes the same attention, head by head: in float32 the image is eager's.
     assert run["quality"]["psnr_db"]["worst"] > 60
     assert run["quality"]["ssim"]["worst"] > 0.9999
@@ -63,7 +66,7 @@ def test_check_names_what_is_wrong(monkeypatch):
     check = get("context_parallel").check
     cpu = Scenario(device="cpu")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(Unavailable, match=r"under torchrun with 4 processes.*cp_degree=N"):
+    with pytest.raises(Unavailable, match=r"under torchrun with 4 processes.*cp_degree=4\)"):
         check(cpu, PARAMS)
     check(cpu, {**PARAMS, "cp_degree": 4})
     with pytest.raises(ValueError, match="cp_mode must be one of ulysses, ring, got 'rings'"):
@@ -99,3 +102,31 @@ def test_torchrun_and_xdist_together_are_a_usage_error(suite, monkeypatch):
     result = suite("-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "torchrun and pytest-xdist don't mix" in result.stderr.str()
+
+
+def test_a_bad_cp_param_is_a_usage_error(suite):
+    result = suite("--fluxperf-variants=context_parallel", "--fluxperf-param=cp_mode=rings")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--fluxperf-param: cp_mode must be one of ulysses, ring, got 'rings'" in result.stderr.str()
+
+
+def test_a_failed_call_on_rank_0_stops_talking_to_the_followers(monkeypatch):
+    sent = []
+    monkeypatch.setattr(parallel, "_send", sent.append)
+    monkeypatch.setattr(parallel, "broken", None)
+    monkeypatch.setattr(parallel, "_orders", object())  # as if joined: finish() would send exit
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+
+    def fails(**kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    pipe = parallel.ParallelPipeline(fails)
+    with pytest.raises(torch.OutOfMemoryError):
+        pipe(prompt="p", latents=torch.zeros(2))
+    assert sent[0][0] == "call" and sent[0][1]["latents"].device.type == "cpu"
+    assert "OutOfMemoryError: simulated" in parallel.broken
+    with pytest.raises(parallel.ParallelError):  # no further call reaches the followers...
+        pipe(prompt="p")
+    pipe.close()  # ...nor a release, nor an exit: they would wait on it forever
+    parallel.finish()
+    assert len(sent) == 1
