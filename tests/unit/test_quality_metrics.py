@@ -76,3 +76,32 @@ def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_pat
     assert str(tmp_path / "hub" / "checkpoints" / quality.ALEXNET_FILE) in message
     assert "Pre-seed the cache" in message and "torchvision.models.alexnet(weights='DEFAULT')" in message
     assert "--fluxperf-lpips-random-backbone" in message
+
+
+def _judge_lpips_mean(recorded_backbone: str, backbone: str, mean: float):
+    """tests/perf/test_quality.py's floor-and-baseline check for LPIPS, on a stand-in bench and result."""
+    from types import SimpleNamespace
+    from fluxperf.bench import LOSSY_FLOOR
+    from fluxperf.scenario import Scenario
+    from tests.perf.test_quality import _check_floor_and_baseline
+
+    entry = {"params": {}, "tolerance": {"lpips": 0.02},
+             "quality": {"lpips_mean": 0.01, "lpips_backbone": recorded_backbone}}
+    result = SimpleNamespace(name="v", lossless=False, params={}, worst_pair_png="pair.png",
+                             quality={"lpips": {"values": [mean], "mean": mean, "worst": mean,
+                                                "worst_item": [0, 0], "backbone": backbone}})
+    bench = SimpleNamespace(
+        scenario=Scenario(model="tiny"), results={"v": result}, baseline_path="b.json",
+        settings=SimpleNamespace(update_baselines=False, require_baseline=True),
+        floors=lambda r: dict(LOSSY_FLOOR), baseline_entry=lambda name: entry)
+    _check_floor_and_baseline(bench, result, "lpips")
+
+
+def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
+    # 0.2 is under the lossy floor (0.4) but far past the baseline's 0.01 + 0.02.
+    with pytest.raises(AssertionError, match=r"mean lpips 0.2000 vs baseline 0.0100"):
+        _judge_lpips_mean("random", "random", 0.2)
+    # Recorded on a random backbone, measured on AlexNet: different scales, only the floor applies.
+    _judge_lpips_mean("random", "alexnet", 0.2)
+    _judge_lpips_mean("alexnet", "random", 0.2)
+    _judge_lpips_mean("random", "random", 0.02)
