@@ -126,12 +126,10 @@ def _shard(pipe, params: dict, device: str) -> None:
     if params["cp_mode"] == "ring":
         # Ring attention merges partial results by their log-sum-exp, which plain SDPA doesn't return.
         pipe.transformer.set_attention_backend("_native_flash")
-    if device.startswith("cuda"):
-        pipe.transformer.enable_parallelism(config=ContextParallelConfig(**degree))
-        return
     # diffusers places rank r on accelerator r % count, a division by zero without one; on CPU every rank is cpu.
     from unittest import mock
-    with mock.patch.object(torch.accelerator, "device_count", lambda: 1):
+    on_cpu = mock.patch.object(torch.accelerator, "device_count", lambda: 1)
+    with contextlib.nullcontext() if device.startswith("cuda") else on_cpu:
         pipe.transformer.enable_parallelism(config=ContextParallelConfig(**degree))
 
 

@@ -362,13 +362,16 @@ def _load_baseline(bench) -> None:
                                 "to rewrite it.") from None
 
 
-def _check_xdist_controller(config, bench) -> None:
-    """-m gpu under xdist: refuse a bad setup here, with exit code 4. Raised on a worker, a usage error
-    reaches the controller only as an xdist internal error that hides the message."""
-    dist = config.getoption("dist")
+def _check_dist(dist) -> None:
     if dist not in VARIANT_DIST:
         raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
                                 "variant is built and timed on one worker, and its tests must run where it was built")
+
+
+def _check_xdist_controller(config, bench) -> None:
+    """-m gpu under xdist: refuse a bad setup here, with exit code 4. Raised on a worker, a usage error
+    reaches the controller only as an xdist internal error that hides the message."""
+    _check_dist(config.getoption("dist"))
     if bench.device != "cuda":
         _load_baseline(bench)
         return
@@ -402,10 +405,7 @@ def _check_xdist_worker(config, bench, items) -> None:
     must all run on it, and its GPU must be its own and the same model as the others'."""
     if not any(_variant_of(i) for i in items):
         return
-    dist = config.workerinput.get("fluxperf_dist")
-    if dist not in VARIANT_DIST:
-        raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
-                                "variant is built and timed on one worker, and its tests must run where it was built")
+    _check_dist(config.workerinput.get("fluxperf_dist"))
     if bench.device.startswith("cuda"):
         _check_gpus(int(config.workerinput["workercount"]))
 
