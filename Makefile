@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+# pip constraints for the installs below. The GPU workflows set requirements/gpu.lock, so every run installs the
+# same versions (docs/runner.md); left empty, pip picks the newest that fit pyproject.toml.
+CONSTRAINTS ?=
+PIP_CONSTRAINTS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .PHONY: venv pruna bench test wheelhouse install-offline clean
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,fp8]'
+	$(BIN)/pip install -q $(PIP_CONSTRAINTS) --upgrade pip
+	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -e '.[test,fp8]'
 	touch $@
 
 venv: $(BIN)/pytest
@@ -18,8 +22,8 @@ venv: $(BIN)/pytest
 # pruna's own dependency list is huge and pins torchao<0.17; the two pruna variants need only what
 # requirements/pruna.txt lists (it says why), so pruna itself goes in without its declared dependencies.
 $(VENV)/.pruna: requirements/pruna.txt | $(BIN)/pytest
-	$(BIN)/pip install -q -r requirements/pruna.txt
-	$(BIN)/pip install -q --no-deps 'pruna==0.3.4'
+	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -r requirements/pruna.txt
+	$(BIN)/pip install -q $(PIP_CONSTRAINTS) --no-deps 'pruna==0.3.4'
 	touch $@
 
 pruna: $(VENV)/.pruna

@@ -9,14 +9,24 @@ import statistics
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+# 2: per-round samples and the machine probe beside them, what the speed and stack rules compare.
+SCHEMA_VERSION = 2
 
 # Defaults a new baseline starts with; a person may edit them per variant and updates keep the edit.
-# speedup/latency/peak_mem are relative; ssim/lpips absolute; psnr_db in dB.
-DEFAULT_TOLERANCE = {"speedup": 0.05, "latency": 0.10, "peak_mem": 0.10, "ssim": 0.02, "lpips": 0.02, "psnr_db": 1.0}
+# speed, stack and peak_mem are relative; ssim/lpips absolute; psnr_db in dB. speed and stack depend on what
+# sets the pipeline's latency: a host-bound one moves more between sessions (see README, "How a session judges").
+DEFAULT_TOLERANCE = {"speed": 0.03, "stack": 0.05, "peak_mem": 0.10, "ssim": 0.02, "lpips": 0.02, "psnr_db": 1.0}
+HOST_BOUND_TOLERANCE = {"speed": 0.08, "stack": 0.10}
 REQUIRED_POSITIVE = ("speedup", "latency_s", "eager_latency_s")
+REQUIRED_SAMPLES = ("samples_s", "eager_samples_s")
+PROBE_FIELDS = ("matmul_s", "copy_s", "launch_s")
 OPTIONAL_NONNEGATIVE = ("peak_mem_gb", "build_s")
 QUALITY_FIELDS = ("lpips_mean", "ssim_mean", "psnr_db_mean")
+BOUNDS = ("gpu", "host", "unknown")
+
+
+def default_tolerance(bound: str) -> dict:
+    return {**DEFAULT_TOLERANCE, **(HOST_BOUND_TOLERANCE if bound == "host" else {})}
 
 
 class BaselineError(Exception):
@@ -42,11 +52,21 @@ def _number(path: Path, field: str, value, *, positive: bool, nullable: bool = F
         raise BaselineError(path, field, f"{value} must be {'positive' if positive else 'non-negative'}")
 
 
+def _samples(path: Path, field: str, values, minimum: int) -> None:
+    if not isinstance(values, list) or len(values) < minimum:
+        raise BaselineError(path, field, f"expected a list of at least {minimum} sample(s), found {values!r}"[:200])
+    for i, value in enumerate(values):
+        _number(path, f"{field}[{i}]", value, positive=True)
+
+
 def validate(data, path: Path) -> dict:
     """Check every field the verdicts read; raise BaselineError naming the first bad one."""
     if not isinstance(data, dict):
         raise BaselineError(path, "(top level)", "expected a JSON object")
     version = data.get("schema_version")
+    if version == 1:
+        raise BaselineError(path, "schema_version", "version 1 was recorded without the machine probe and the "
+                                                    "per-round samples that the speed rule now compares")
     if version != SCHEMA_VERSION:
         raise BaselineError(path, "schema_version", f"unknown schema version {version!r}; this fluxperf reads "
                                                     f"{SCHEMA_VERSION}")
@@ -61,6 +81,16 @@ def validate(data, path: Path) -> dict:
             if field not in entry:
                 raise BaselineError(path, f"{where}.{field}", "missing")
             _number(path, f"{where}.{field}", entry[field], positive=True)
+        for field in REQUIRED_SAMPLES:
+            _samples(path, f"{where}.{field}", entry.get(field), minimum=2)
+        for key in ("probe", "eager_probe"):
+            probe = entry.get(key)
+            if not isinstance(probe, dict):
+                raise BaselineError(path, f"{where}.{key}", "missing or not an object")
+            for field in PROBE_FIELDS:
+                _samples(path, f"{where}.{key}.{field}", probe.get(field), minimum=1)
+        if entry.get("bound", "unknown") not in BOUNDS:
+            raise BaselineError(path, f"{where}.bound", f"{entry.get('bound')!r} is not one of {', '.join(BOUNDS)}")
         for field in OPTIONAL_NONNEGATIVE:
             _number(path, f"{where}.{field}", entry.get(field), positive=False, nullable=True)
         tol = entry.get("tolerance")
@@ -70,7 +100,7 @@ def validate(data, path: Path) -> dict:
             if field not in tol:
                 raise BaselineError(path, f"{where}.tolerance.{field}", "missing")
             _number(path, f"{where}.tolerance.{field}", tol[field], positive=False)
-        for field in ("speedup", "latency", "peak_mem"):
+        for field in ("speed", "stack", "peak_mem"):
             if tol[field] >= 1:
                 raise BaselineError(path, f"{where}.tolerance.{field}", f"{tol[field]} is a fraction and must be < 1")
         quality = entry.get("quality") or {}
@@ -130,7 +160,7 @@ def updated(old: dict | None, key: dict, environment: dict, recorded_utc: str, m
     variants = dict((old or {}).get("variants", {}))
     for name, entry in measured.items():
         previous = variants.get(name, {}).get("tolerance", {})
-        variants[name] = {**entry, "tolerance": {**DEFAULT_TOLERANCE, **previous}}
+        variants[name] = {**entry, "tolerance": {**default_tolerance(entry.get("bound", "unknown")), **previous}}
     return {"schema_version": SCHEMA_VERSION, "key": key, "environment": environment,
             "commit": environment.get("commit"), "recorded_utc": recorded_utc, "variants": variants}
 
@@ -154,6 +184,11 @@ def merge_runs(runs: list[dict]) -> dict:
         for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb", "build_s"):
             merged[field] = _median(e.get(field) for e in entries)
         merged["speedup_ci"] = [_median(e["speedup_ci"][i] for e in entries if e.get("speedup_ci")) for i in (0, 1)]
+        # Pooled samples carry the sessions' spread between them, which one session's can't show.
+        for field in REQUIRED_SAMPLES:
+            merged[field] = [x for e in entries for x in e[field]]
+        for key in ("probe", "eager_probe"):
+            merged[key] = {f: [x for e in entries for x in e[key][f]] for f in PROBE_FIELDS}
         quality = {f: _median((e.get("quality") or {}).get(f) for e in entries) for f in QUALITY_FIELDS}
         merged["quality"] = {**(entries[-1].get("quality") or {}), **quality}
         merged["runs"] = len(entries)
@@ -166,7 +201,7 @@ def compare_table(old: dict | None, new: dict, name: str) -> str:
     rows = [f"### {name}", "", "| variant | metric | old | new | change |", "|---|---|---|---|---|"]
     for variant, entry in sorted(new["variants"].items()):
         before = (old or {}).get("variants", {}).get(variant, {})
-        for field in ("speedup", "latency_s", "peak_mem_gb"):
+        for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb"):
             a, b = before.get(field), entry.get(field)
             change = f"{(b / a - 1):+.1%}" if a and b else "new" if b is not None and a is None else ""
             fmt = (lambda x: "–" if x is None else f"{x:.3f}")
@@ -193,3 +228,40 @@ def merge_dirs(run_dirs: list[Path], out: Path) -> str:
         write_atomic(target, dumps(validate(merged, target)))
         tables.append(compare_table(old, merged, str(rel)))
     return "\n".join(tables)
+
+
+def entry(result) -> dict:
+    """A variant's baseline entry from its measured result (bench.VariantResult)."""
+    from fluxperf import quality, stats
+
+    sp = result.speedup()
+    q = {f"{m}_mean": quality.json_value(v["mean"]) for m, v in result.quality.items()}
+    if result.quality:
+        q["lpips_backbone"] = result.quality.get("lpips", {}).get("backbone")
+    ci = [sp.ci_low, sp.ci_high]
+    return {
+        "speedup": sp.value, "speedup_ci": ci if all(map(math.isfinite, ci)) else None,
+        "latency_s": result.latency()[0], "eager_latency_s": stats.median_spread(result.eager_s)[0],
+        "samples_s": list(result.variant_s), "eager_samples_s": list(result.eager_s),
+        "cpu_s": list(result.variant_cpu_s), "probe": {k: list(v) for k, v in result.probe.items()},
+        "eager_probe": {k: list(v) for k, v in result.eager_probe.items()},
+        "design": result.design, "bound": result.bound, "gpu_busy": result.gpu_busy,
+        "peak_mem_gb": result.peak_mem_gb, "build_s": result.build_s, "rounds": len(result.variant_s),
+        "params": result.params, "quality": q,
+    }
+
+
+def write_session(path: Path, key: dict, results: dict, recorded_utc: str) -> Path | None:
+    """Write a session's measured variants (a report.results_dict, or the merge of xdist workers') into the
+    baseline at `path`, keeping edited tolerances and the variants this session did not measure."""
+    measured = {n: v["baseline_entry"] for n, v in results["variants"].items()
+                if v["status"] == "measured" and v.get("baseline_entry")}
+    if not measured:
+        return None
+    try:
+        old = load(path)
+    except BaselineError:
+        old = None  # a damaged or outdated file is what --fluxperf-update-baselines is told to rewrite
+    data = updated(old, key, results["environment"], recorded_utc, measured)
+    write_atomic(path, dumps(validate(data, path)))
+    return Path(path)

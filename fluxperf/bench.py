@@ -1,10 +1,11 @@
-"""The session's measurements: build each variant once, time it against eager, render and score its images."""
+"""The session's measurements: build each variant once, time it beside eager and the machine probe, render its images."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
-import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -15,16 +16,20 @@ import torch
 
 from fluxperf import baselines, environment, progress, quality, stats, timing, variants
 from fluxperf.models import build_pipeline, max_sequence_length, torch_dtype
+from fluxperf.probe import PROBES, Probe
 from fluxperf.scenario import Scenario
 
 # Eager rendering the same prompt and seed twice should be bit-identical. On GPUs whose kernels are
 # nondeterministic it may not be; below this PSNR the session warns that quality verdicts are unreliable.
 DETERMINISM_MIN_PSNR_DB = 40.0
+# Untimed rounds after every build, for eager as for the variant: latency keeps falling for a few images
+# after a build (allocator, clocks, autotuning caches).
 WARMUP_ROUNDS = 2
-# A baseline is the yardstick for every later session, so it is recorded with more rounds than a check
-# takes: the seeded simulations in tests/unit/test_stats.py need 20 to catch a 2×-tolerance slowdown
-# in 95% of sessions.
+# A baseline is the yardstick for every later session, so it is recorded with more rounds than a check takes.
 BASELINE_ROUNDS = 20
+# A pipeline whose GPU is busy for less than this share of a call is host-bound: the host's speed sets its
+# latency. Measured on an H200 at 512²: compile keeps the GPU 90% busy, eager 67% (1.53 s of kernels in 2.3 s).
+GPU_BOUND_BUSY = 0.85
 
 # Floors each image must meet against eager. Lossless variants (compile) must be near-identical.
 LOSSLESS_FLOOR = {"ssim": 0.98, "psnr_db": 35.0, "lpips": 0.02}
@@ -50,21 +55,33 @@ class Settings:
     grid_images: int = 4
     # The pytest-xdist worker (gw0, gw1, ...) this session runs in; None in a single-process session.
     worker: str | None = None
+    # The command that re-records this session's baseline (options.rebaseline_command); shown in messages.
+    rebaseline: str = "pytest -m gpu --fluxperf-update-baselines"
 
 
 @dataclass
 class VariantResult:
     name: str
     status: str = "pending"                 # measured | failed | skipped
+    device: str = "cpu"
     error: str | None = None
     timed: bool = True
     lossless: bool = False
+    libraries: tuple = ()
     params: dict = field(default_factory=dict)
     build_s: float | None = None
     phases: dict = field(default_factory=dict)
     eager_s: list[float] = field(default_factory=list)
     variant_s: list[float] = field(default_factory=list)
+    eager_cpu_s: list[float] = field(default_factory=list)
+    variant_cpu_s: list[float] = field(default_factory=list)
+    probe: dict = field(default_factory=lambda: {k: [] for k in PROBES})        # a sample before each variant call
+    eager_probe: dict = field(default_factory=lambda: {k: [] for k in PROBES})  # a sample before each eager call
+    steps: list[int] = field(default_factory=list)        # denoising steps each timed call ran (both pipelines)
+    # The untimed warm-up calls' seconds, kept to show what timing right after a build would have measured.
+    warmup_s: dict = field(default_factory=lambda: {"eager": [], "variant": []})
     paired: bool = True
+    kernel_s: float | None = None                         # GPU kernel time of one untimed call
     peak_mem_gb: float | None = None
     quality: dict = field(default_factory=dict)     # metric -> {"values", "mean", "worst", "worst_item"}
     lpips_error: str | None = None
@@ -79,17 +96,36 @@ class VariantResult:
     def latency(self) -> tuple[float, float]:
         return stats.median_spread(self.variant_s)
 
-    def baseline_entry(self) -> dict:
-        sp = self.speedup()
-        q = {f"{m}_mean": quality.json_value(v["mean"]) for m, v in self.quality.items()}
-        if self.quality:
-            q["lpips_backbone"] = self.quality.get("lpips", {}).get("backbone")
-        return {
-            "speedup": sp.value, "speedup_ci": [sp.ci_low, sp.ci_high] if math.isfinite(sp.ci_low) else None,
-            "latency_s": self.latency()[0], "eager_latency_s": stats.median_spread(self.eager_s)[0],
-            "peak_mem_gb": self.peak_mem_gb, "build_s": self.build_s, "rounds": len(self.variant_s),
-            "params": self.params, "quality": q,
-        }
+    @property
+    def design(self) -> str:
+        return "paired" if self.paired else "blocks"
+
+    @property
+    def gpu_busy(self) -> float | None:
+        """Share of a call the GPU was busy; the rest it waited for the host."""
+        if self.kernel_s is None or not self.variant_s:
+            return None
+        return min(1.0, self.kernel_s / self.latency()[0])
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Process CPU time over wall time, median over the timed calls."""
+        if not self.variant_cpu_s:
+            return None
+        return stats.median_spread([c / w for c, w in zip(self.variant_cpu_s, self.variant_s)])[0]
+
+    @property
+    def bound(self) -> str:
+        """What sets this pipeline's latency: "gpu", "host" (everything on a CPU device), or "unknown"."""
+        if not self.variant_s:
+            return "unknown"
+        if self.kernel_s is None:
+            # On a CPU device the host does all the work; on CUDA without the profiler it can't be told.
+            return "unknown" if self.device.startswith("cuda") else "host"
+        return "gpu" if self.gpu_busy >= GPU_BOUND_BUSY else "host"
+
+    def run(self) -> stats.Run:
+        return stats.Run(self.variant_s, self.eager_s, self.probe, self.eager_probe, self.paired, self.bound)
 
 
 class LiveRun:
@@ -99,7 +135,53 @@ class LiveRun:
         self.bench, self.result, self.pipe, self.eager_pipe = bench, result, pipe, eager_pipe
 
     def more_rounds(self, k: int) -> None:
-        self.bench.time_rounds(self, k)
+        """k more rounds on both sides; in blocks design the blocks were sized for the cap, so none remain."""
+        if self.result.paired and self.pipe is not None:
+            self.bench.time_rounds(self, k)
+
+
+def share_modules(pipe):
+    """A new pipeline over copies of the modules that share every parameter and buffer with `pipe`'s.
+
+    A variant that hooks, wraps or swaps modules (pruna's FORA and compile, Model Optimizer's quantizers,
+    context parallelism) changes only the copies, so eager keeps its own modules and both can be timed in
+    alternating rounds, with no second copy of the weights. A variant that changes the weights themselves, or
+    moves them, must say in_place=True.
+    """
+    components = {}
+    for key, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+            module = copy.deepcopy(module, shared)
+        components[key] = module
+    clone = type(pipe)(**components)
+    clone.set_progress_bar_config(disable=True)
+    return clone
+
+
+class StepCounter:
+    """Counts the scheduler steps a pipeline call runs: one per denoising step the pipeline really took."""
+
+    def __init__(self):
+        self.count = 0
+
+    @classmethod
+    def on(cls, pipe) -> "StepCounter":
+        scheduler = getattr(pipe, "scheduler", None)
+        if scheduler is None:
+            raise RuntimeError(f"{type(pipe).__name__} has no scheduler: fluxperf can't count its denoising steps")
+        counter = scheduler.__dict__.get("_fluxperf_steps")
+        if counter is None:
+            counter = cls()
+            step = scheduler.step
+
+            def counted(*args, **kwargs):
+                counter.count += 1
+                return step(*args, **kwargs)
+
+            scheduler.step = counted
+            scheduler._fluxperf_steps = counter
+        return counter
 
 
 class Bench:
@@ -113,9 +195,11 @@ class Bench:
         self.baseline_path: Path | None = None
         self.determinism: dict | None = None
         self._base = None
+        self._pipeline = None  # the pipeline as built, before eager's build: what variants get copies of
         self._reference: torch.Tensor | None = None
         self._latents: dict[int, torch.Tensor] = {}
         self._lpips = None
+        self._probe: Probe | None = None
 
     # ----- environment and keys -------------------------------------------------------------------
     @property
@@ -132,9 +216,23 @@ class Bench:
     def load_baseline(self) -> None:
         """Read and validate this run's baseline; BaselineError for a broken or mismatched file."""
         self.baseline_path = self.locate_baseline()
-        self.baseline = baselines.load(self.baseline_path)
+        try:
+            self.baseline = baselines.load(self.baseline_path)
+        except baselines.BaselineError:
+            if not self.settings.update_baselines:
+                raise
+            self.baseline = None  # this session rewrites it and judges nothing against it
         if self.baseline is not None:
             baselines.check_key(self.baseline, self.baseline_key(), self.baseline_path)
+
+    def baseline_entry(self, name: str) -> dict | None:
+        return (self.baseline or {}).get("variants", {}).get(name)
+
+    def context(self, name: str) -> stats.Context:
+        """What a verdict message names besides numbers: the file, the rebaseline command, what changed."""
+        software, host = environment.changes((self.baseline or {}).get("environment") or {}, self.env,
+                                             self.results[name].libraries if name in self.results else ())
+        return stats.Context(str(self.baseline_path), self.settings.rebaseline, tuple(software), tuple(host))
 
     # ----- pipelines ------------------------------------------------------------------------------
     def base(self):
@@ -142,29 +240,29 @@ class Bench:
         if self._base is None:
             progress.begin("eager")
             with progress.step(f"building the {self.scenario.model} pipeline on {self.device}", key="load_s"):
-                self._base = build_pipeline(self.scenario, progress.say)
+                pipe = build_pipeline(self.scenario, progress.say)
+            self._make_latents(pipe)
+            self._pipeline = pipe
+            # Eager's own build (the pipeline as loaded) is also the eager side of every other variant's rounds.
+            pipe = self._base = variants.get("eager").build(pipe, self.scenario, {})
             with progress.step("warm-up call"):
-                self.render(self._base, self.scenario.items[0])
+                self.render(pipe, self.scenario.items[0])
         return self._base
 
-    def _clone(self, pipe):
-        # A new pipeline object over the same modules: a variant that wraps or replaces a module
-        # (compile) leaves eager's pipeline untouched, so both can be timed in turn.
-        clone = type(pipe)(**pipe.components)
-        clone.set_progress_bar_config(disable=True)
-        return clone
+    def _make_latents(self, pipe) -> None:
+        """Initial noise for every seed, from a CPU generator so that it is identical on every GPU. Made once,
+        with the first pipeline, so that no later call needs a pipeline to exist."""
+        sc = self.scenario
+        channels = pipe.transformer.config.in_channels // 4
+        h = 2 * (sc.height // (pipe.vae_scale_factor * 2))
+        w = 2 * (sc.width // (pipe.vae_scale_factor * 2))
+        for seed in sc.seeds:
+            if seed not in self._latents:
+                noise = torch.randn((1, channels, h, w), generator=torch.Generator("cpu").manual_seed(seed))
+                packed = pipe._pack_latents(noise, 1, channels, h, w)
+                self._latents[seed] = packed.to(self.device, torch_dtype(sc.dtype))
 
     def latents(self, seed: int) -> torch.Tensor:
-        """Initial noise from a CPU generator, so that it is identical on every GPU."""
-        if seed not in self._latents:
-            pipe = self.base()
-            sc = self.scenario
-            channels = pipe.transformer.config.in_channels // 4
-            h = 2 * (sc.height // (pipe.vae_scale_factor * 2))
-            w = 2 * (sc.width // (pipe.vae_scale_factor * 2))
-            noise = torch.randn((1, channels, h, w), generator=torch.Generator("cpu").manual_seed(seed))
-            packed = pipe._pack_latents(noise, 1, channels, h, w)
-            self._latents[seed] = packed.to(self.device, torch_dtype(sc.dtype))
         return self._latents[seed]
 
     def render(self, pipe, item) -> torch.Tensor:
@@ -178,6 +276,12 @@ class Bench:
     @staticmethod
     def to_u8(images: torch.Tensor) -> torch.Tensor:
         return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+    @property
+    def probe(self) -> Probe:
+        if self._probe is None:
+            self._probe = Probe(self.device)
+        return self._probe
 
     # ----- eager reference images -----------------------------------------------------------------
     def reference_cache(self) -> Path:
@@ -209,48 +313,53 @@ class Bench:
 
     # ----- measuring a variant --------------------------------------------------------------------
     def params_for(self, variant: variants.Variant) -> dict:
-        chosen = {k: self.settings.params.get(k, default) for k, default in variant.params.items()}
-        return chosen
+        return {k: self.settings.params.get(k, default) for k, default in variant.params.items()}
+
+    def rounds(self) -> int:
+        return max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines else self.settings.rounds
 
     def measure(self, name: str) -> LiveRun:
         """Build, warm up, time and render one variant. Raises what the build raised; the result records it."""
         variant = variants.get(name)
-        result = VariantResult(name, timed=variant.timed, lossless=variant.lossless,
+        result = VariantResult(name, device=self.device, timed=variant.timed, lossless=variant.lossless, libraries=variant.libraries,
                                params=self.params_for(variant), paired=not variant.in_place)
         self.results[name] = result
-        rounds = max(self.settings.rounds, BASELINE_ROUNDS) if self.settings.update_baselines \
-            else self.settings.rounds
         live = None
         try:
             if variant.check is not None:
                 variant.check(self.scenario, result.params)
             reference = self.reference() if name != "eager" else None
-            base = self.base()
+            base, source = self.base(), self._pipeline
             live = LiveRun(self, result, None, base)
+            # A block design can't add eager images after the build has changed eager's modules, so both
+            # blocks are as long as the cap: the same number of rounds on both sides, none to add later.
+            block = self.rounds() if self.settings.update_baselines else self.settings.max_rounds
             if variant.in_place:
-                # The build will change eager's modules: time eager first, in a block, then give it away.
                 progress.begin(name)
-                with progress.step(f"timing eager before the in-place build ({rounds} images)"):
-                    for i in range(rounds):
-                        item = self.scenario.items[i % len(self.scenario.items)]
-                        result.eager_s.append(timing.timed(lambda: self.render(base, item), self.device)[0])
-                self._base, live.eager_pipe = None, None
+                with progress.step(f"timing eager before the in-place build ({WARMUP_ROUNDS} untimed, {block} timed)"):
+                    self.time_block(result, base, WARMUP_ROUNDS, eager=True, record=False)
+                    self.time_block(result, base, block, eager=True)
+                self._base = self._pipeline = live.eager_pipe = None
             progress.begin(name)
             timing.reset_peak(self.device)
             with progress.step(f"building {name}", key="build_s"):
                 params = {**result.params, "cache_dir": self.settings.cache_dir / "artifacts" / name}
-                pipe = variant.build(self._clone(base), self.scenario, params)
+                pipe = base if name == "eager" else variant.build(share_modules(source), self.scenario, params)
                 with progress.step("warm-up call (compilation and autotuning happen here)"):
                     self.render(pipe, self.scenario.items[0])
             result.phases = progress.phases()
             result.build_s = result.phases.pop("build_s")
             live.pipe = pipe
-            # Eager's latency keeps falling for several images after a build (allocator, clocks):
-            # untimed warm-up rounds keep that out of the samples.
-            with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds"):
-                self.time_rounds(live, WARMUP_ROUNDS, record=False)
-            with progress.step(f"timing {rounds} rounds"):
-                self.time_rounds(live, rounds)
+            if variant.in_place:
+                with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds, then {block} timed"):
+                    self.time_block(result, pipe, WARMUP_ROUNDS, eager=False, record=False)
+                    self.time_block(result, pipe, block, eager=False)
+            else:
+                with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds"):
+                    self.time_rounds(live, WARMUP_ROUNDS, record=False)
+                with progress.step(f"timing {self.rounds()} rounds"):
+                    self.time_rounds(live, self.rounds())
+            result.kernel_s = timing.kernel_seconds(lambda: self.render(pipe, self.scenario.items[0]), self.device)
             if name == "eager":
                 self.check_determinism(result)
             else:
@@ -267,46 +376,68 @@ class Bench:
             result.error = f"{type(exc).__name__}: {exc}".strip()
             self.close(live.pipe if live is not None else None)
             if variant.in_place:
-                self._base = None  # whatever the build did to eager's modules, don't reuse them
+                self._base = self._pipeline = None  # whatever the build did to eager's modules, don't reuse them
             raise
         finally:
             self.write_reports()
 
+    def _timed_call(self, result: VariantResult, pipe, item, eager: bool, record: bool):
+        """One timed call with a probe sample before it; returns the image."""
+        sample = self.probe.sample()
+        counter = StepCounter.on(pipe)
+        before = counter.count
+        if not eager:
+            timing.reset_peak(self.device)
+        wall, cpu, out = timing.timed(lambda: self.render(pipe, item), self.device)
+        if not record:
+            result.warmup_s["eager" if eager else "variant"].append(wall)
+            return out
+        result.steps.append(counter.count - before)
+        for k in PROBES:
+            (result.eager_probe if eager else result.probe)[k].append(sample[k])
+        if eager:
+            result.eager_s.append(wall)
+            result.eager_cpu_s.append(cpu)
+        else:
+            peak = timing.peak_gb(self.device)
+            if peak is not None:
+                result.peak_mem_gb = max(result.peak_mem_gb or 0.0, peak)
+            result.variant_s.append(wall)
+            result.variant_cpu_s.append(cpu)
+            result.timed_images.setdefault(item, self.to_u8(out))
+        return out
+
+    def time_block(self, result: VariantResult, pipe, k: int, eager: bool, record: bool = True) -> None:
+        """k calls of one pipeline in a row (the blocks design, for in-place variants)."""
+        items = self.scenario.items
+        done = len(result.eager_s if eager else result.variant_s)
+        for i in range(k):
+            self._timed_call(result, pipe, items[(done + i) % len(items)], eager, record)
+
     def time_rounds(self, live: LiveRun, k: int, record: bool = True) -> None:
-        """k more rounds. Paired rounds alternate eager-first and variant-first to cancel linear drift."""
+        """k more paired rounds, alternating eager-first and variant-first to cancel linear drift."""
         result, items = live.result, self.scenario.items
-        if not record:
-            saved = (list(result.eager_s), list(result.variant_s), result.peak_mem_gb, dict(result.timed_images))
-        for _ in range(k):
-            r = len(result.variant_s)
+        for i in range(k):
+            r = len(result.variant_s) + (0 if record else i)
             item = items[r % len(items)]
-            pair = live.eager_pipe is not None and result.name != "eager"
-            order = ("eager", "variant") if r % 2 == 0 else ("variant", "eager")
-            for which in order if pair else ("variant",):
-                if which == "eager":
-                    seconds, out = timing.timed(lambda: self.render(live.eager_pipe, item), self.device)
-                    result.eager_s.append(seconds)
-                    continue
-                timing.reset_peak(self.device)
-                seconds, out = timing.timed(lambda: self.render(live.pipe, item), self.device)
-                peak = timing.peak_gb(self.device)
-                if peak is not None:
-                    result.peak_mem_gb = max(result.peak_mem_gb or 0.0, peak)
-                result.variant_s.append(seconds)
-                result.timed_images.setdefault(item, self.to_u8(out))
             if result.name == "eager":
-                result.eager_s = list(result.variant_s)
-        if not record:
-            result.eager_s, result.variant_s, result.peak_mem_gb, result.timed_images = saved
+                self._timed_call(result, live.pipe, item, eager=False, record=record)
+                continue
+            order = (True, False) if r % 2 == 0 else (False, True)
+            for eager in order:
+                self._timed_call(result, live.eager_pipe if eager else live.pipe, item, eager, record)
+        if result.name == "eager" and record:
+            result.eager_s, result.eager_cpu_s = list(result.variant_s), list(result.variant_cpu_s)
+            result.eager_probe = {k: list(v) for k, v in result.probe.items()}
 
     def check_determinism(self, result: VariantResult) -> None:
         """Eager's timed images against its reference images: the same prompt and seed twice."""
         reference, items = self.reference(), self.scenario.items
-        worst = math.inf
+        worst = float("inf")
         for item, img in result.timed_images.items():
             ref = reference[items.index(item)][None]
             worst = min(worst, quality.per_image(ref, img)["psnr_db"][0])
-        self.determinism = {"identical": math.isinf(worst), "worst_psnr_db": quality.json_value(worst),
+        self.determinism = {"identical": worst == float("inf"), "worst_psnr_db": quality.json_value(worst),
                             "bound_psnr_db": DETERMINISM_MIN_PSNR_DB, "images_compared": len(result.timed_images),
                             "ok": worst >= DETERMINISM_MIN_PSNR_DB}
 
@@ -320,21 +451,14 @@ class Bench:
             lp = self.lpips_model()
         except quality.LpipsUnavailable as exc:
             lp, result.lpips_error = None, str(exc)
-        values = quality.per_image(reference, result.images, lp)
-        for metric, vals in values.items():
-            if vals is None:
-                continue
-            s = quality.summarize(metric, vals)
-            result.quality[metric] = {"values": vals, "mean": s.mean, "worst": s.worst,
-                                      "worst_item": list(self.scenario.items[s.worst_index])}
-        if "lpips" in result.quality:
-            result.quality["lpips"]["backbone"] = "random" if self.settings.lpips_random_backbone else "alexnet"
+        backbone = "random" if self.settings.lpips_random_backbone else "alexnet"
+        result.quality, worst = quality.score(reference, result.images, self.scenario.items, lp, backbone)
         # Save the worst pair (by SSIM) so a failure message can point at it.
         from fluxperf import report
-        i = quality.summarize("ssim", values["ssim"]).worst_index
-        p, seed = self.scenario.items[i]
+        p, seed = self.scenario.items[worst]
         path = self.settings.report_dir / "pairs" / f"{result.name}-p{p}-s{seed}.png"
-        report.save_pair(reference[i], result.images[i], path, f"eager | {result.name}  (prompt {p}, seed {seed})")
+        report.save_pair(reference[worst], result.images[worst], path,
+                         f"eager | {result.name}  (prompt {p}, seed {seed})")
         result.worst_pair_png = str(path)
 
     def floors(self, result: VariantResult) -> dict[str, float]:
@@ -350,6 +474,8 @@ class Bench:
             if live.result.images is not None:
                 live.result.timed_images.clear()
             timing.release(self.device)
+            # The variant's verdicts are in: on disk now, in case the session is stopped before it ends.
+            self.write_reports()
 
     @staticmethod
     def close(pipe) -> None:
@@ -361,9 +487,6 @@ class Bench:
     # ----- verdicts and reports -------------------------------------------------------------------
     def record(self, name: str, check: str, verdict: stats.Verdict) -> None:
         self.results[name].verdicts[check] = {"status": verdict.status, "message": verdict.message}
-
-    def baseline_entry(self, name: str) -> dict | None:
-        return (self.baseline or {}).get("variants", {}).get(name)
 
     def write_reports(self) -> None:
         from fluxperf import report
@@ -377,15 +500,5 @@ class Bench:
     def update_baseline(self, recorded_utc: str, results: dict) -> Path | None:
         """Write this session's baseline from a results dict (report.results_dict, or the merge of every
         xdist worker's): its measured variants' entries, keyed on the GPU the results were measured on."""
-        measured = {n: v["baseline_entry"] for n, v in results["variants"].items()
-                    if v["status"] == "measured" and v.get("baseline_entry")}
-        if not measured:
-            return None
         env = results["environment"]
-        path = self.locate_baseline(env)
-        old = baselines.load(path) if path.exists() else None
-        data = baselines.updated(old, self.baseline_key(env), env, recorded_utc, measured)
-        baselines.write_atomic(path, baselines.dumps(baselines.validate(data, path)))
-        return path
-
-
+        return baselines.write_session(self.locate_baseline(env), self.baseline_key(env), results, recorded_utc)

@@ -72,3 +72,27 @@ def describe(device: str, repo_dir: str) -> dict:
         "versions": versions(),
         "commit": _run(["git", "rev-parse", "HEAD"], cwd=repo_dir),
     }
+
+
+# What a speed verdict names as suspects when the stack got slower: the libraries every pipeline runs through,
+# the driver and CUDA, and fluxperf's own commit. A variant adds the libraries it is built with.
+CORE_LIBRARIES = ("torch", "diffusers", "transformers", "triton")
+
+
+def changes(before: dict, now: dict, libraries=()) -> tuple[list[str], list[str]]:
+    """(software, host) differences between a baseline's environment and this session's, as "name a → b"."""
+    software = []
+    for name in (*CORE_LIBRARIES, *libraries):
+        a, b = (before.get("versions") or {}).get(name), (now.get("versions") or {}).get(name)
+        if a != b:
+            software.append(f"{name} {a or 'absent'} → {b or 'absent'}")
+    for field, label in (("driver", "driver"), ("cuda", "CUDA"), ("python", "Python")):
+        if before.get(field) != now.get(field):
+            software.append(f"{label} {before.get(field) or 'unknown'} → {now.get(field) or 'unknown'}")
+    if before.get("commit") != now.get("commit"):
+        short = lambda c: (c or "unknown")[:10]
+        software.append(f"fluxperf commit {short(before.get('commit'))} → {short(now.get('commit'))}")
+    host = []
+    if before.get("host_cpu") != now.get("host_cpu"):
+        host.append(f"host CPU {before.get('host_cpu')} → {now.get('host_cpu')}")
+    return software, host

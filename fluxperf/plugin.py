@@ -182,6 +182,7 @@ def resolve(config) -> "object":
         floors.setdefault(name, {})[metric] = value
     root = Path(config.rootpath)
     cache = opt("cache_dir") or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
+    again = rebaseline_command(opt, model, dtype, device)
     scenario = Scenario(model=model, revision=opt("revision"), height=opt("height"), width=opt("width"),
                         steps=opt("steps"), guidance=opt("guidance"), prompts=prompts, seeds=seeds,
                         dtype=dtype, device=device)
@@ -190,7 +191,8 @@ def resolve(config) -> "object":
                     baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
                     report_dir=Path(opt("report_dir") or root / "reports"), repo_dir=root,
                     update_baselines=opt("update_baselines"), require_baseline=opt("require_baseline"),
-                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors, worker=worker)
+                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors, worker=worker,
+                    rebaseline=again)
 
 
 def pytest_configure(config):
@@ -468,9 +470,29 @@ def variant_run(request, fluxperf_bench):
     fluxperf_bench.release(live)
 
 
-def rebaseline_command(bench) -> str:
-    return "pytest -m gpu --fluxperf-update-baselines" + (
-        f" --fluxperf-model {bench.scenario.model}" if bench.scenario.model != DEFAULT_HUB_MODEL else "")
+def rebaseline_command(opt, model: str, dtype: str, device: str) -> str:
+    """The command that records the baseline this session reads: every option that shapes the scenario, the
+    baseline's key or its path, as this session was given them (paths made absolute)."""
+    parts = ["pytest -m gpu --fluxperf-update-baselines", f"--fluxperf-model={model}"]
+    if opt("revision"):
+        parts.append(f"--fluxperf-revision={opt('revision')}")
+    if opt("device") != "cuda":
+        parts.append(f"--fluxperf-device={device}")
+    parts += [f"--fluxperf-height={opt('height')}", f"--fluxperf-width={opt('width')}",
+              f"--fluxperf-steps={opt('steps')}", f"--fluxperf-guidance={opt('guidance'):g}",
+              f"--fluxperf-seeds={opt('seeds')}", f"--fluxperf-dtype={dtype}"]
+    if opt("prompts"):
+        parts.append(f"--fluxperf-prompts={Path(opt('prompts')).resolve()}")
+    if opt("num_prompts") is not None:
+        parts.append(f"--fluxperf-num-prompts={opt('num_prompts')}")
+    if opt("baseline_dir"):
+        parts.append(f"--fluxperf-baseline-dir={Path(opt('baseline_dir')).resolve()}")
+    if opt("variants"):
+        parts.append(f"--fluxperf-variants={opt('variants')}")
+    parts += [f"--fluxperf-param={p}" for p in opt("param")]
+    if opt("lpips_random_backbone"):
+        parts.append("--fluxperf-lpips-random-backbone")
+    return " ".join(parts)
 
 
 def baseline_for(bench, name: str) -> dict:
@@ -482,9 +504,8 @@ def baseline_for(bench, name: str) -> dict:
     if entry is None:
         what = f"no baseline for {name} in {bench.baseline_path}"
         if s.require_baseline:
-            pytest.fail(f"{what} (--fluxperf-require-baseline); record one with: {rebaseline_command(bench)}",
-                        pytrace=False)
-        pytest.skip(f"{what}; record one with: {rebaseline_command(bench)}")
+            pytest.fail(f"{what} (--fluxperf-require-baseline); record one with: {s.rebaseline}", pytrace=False)
+        pytest.skip(f"{what}; record one with: {s.rebaseline}")
     run = bench.results[name]
     if entry.get("params", {}) != run.params:
         pytest.skip(f"{name}: baseline recorded with {entry.get('params')}, this run uses {run.params}; "
@@ -494,6 +515,20 @@ def baseline_for(bench, name: str) -> dict:
 
 def warn(message: str) -> None:
     warnings.warn(FluxperfWarning(message), stacklevel=2)
+
+
+def conclude(bench, name: str, check: str, verdict) -> None:
+    """Record a verdict for the report and turn it into the test's outcome: FAIL fails, WARN and INCONCLUSIVE
+    warn, a PASS against a stale baseline warns too."""
+    from fluxperf import stats
+
+    bench.record(name, check, verdict)
+    if verdict.status == stats.FAIL:
+        pytest.fail(verdict.message, pytrace=False)
+    if verdict.status == stats.INCONCLUSIVE:
+        warn(f"INCONCLUSIVE: {verdict.message}")
+    elif verdict.status == stats.WARN or verdict.stale:
+        warn(verdict.message)
 
 
 def pytest_sessionfinish(session, exitstatus):

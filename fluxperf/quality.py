@@ -79,14 +79,38 @@ class Summary:
     worst_index: int
 
 
+def pooled_psnr_db(values: list[float]) -> float:
+    """PSNR of the mean squared error over all images: 10·log10(1 / mean MSE), the data range being 1.
+
+    Identical images add an error of 0 instead of being left out, so a variant whose images get closer to
+    eager's never scores lower. inf only when every image is identical.
+    """
+    mse = [10 ** (-v / 10) if math.isfinite(v) else 0.0 for v in values]
+    mean = sum(mse) / len(mse)
+    return math.inf if mean == 0 else -10 * math.log10(mean)
+
+
 def summarize(metric: str, values: list[float]) -> Summary:
-    """Mean and worst value. Identical pairs have an infinite PSNR: the mean is over the finite ones,
-    and is inf only when every pair is identical."""
+    """The aggregate and the worst value: the arithmetic mean for SSIM and LPIPS, the pooled PSNR for PSNR."""
     pick = min if HIGHER_IS_BETTER[metric] else max
     worst_index = pick(range(len(values)), key=values.__getitem__)
-    finite = [v for v in values if math.isfinite(v)]
-    mean = sum(finite) / len(finite) if finite else math.inf
+    mean = pooled_psnr_db(values) if metric == "psnr_db" else sum(values) / len(values)
     return Summary(mean, values[worst_index], worst_index)
+
+
+def score(reference_u8: torch.Tensor, images_u8: torch.Tensor, items, lpips_model=None,
+          backbone: str = "alexnet") -> tuple[dict, int]:
+    """Every metric per image with its aggregate and worst image; returns it and the index of the worst by SSIM."""
+    values = per_image(reference_u8, images_u8, lpips_model)
+    out = {}
+    for metric, vals in values.items():
+        if vals is None:
+            continue
+        s = summarize(metric, vals)
+        out[metric] = {"values": vals, "mean": s.mean, "worst": s.worst, "worst_item": list(items[s.worst_index])}
+    if "lpips" in out:
+        out["lpips"]["backbone"] = backbone
+    return out, summarize("ssim", values["ssim"]).worst_index
 
 
 def fmt(metric: str, value: float | None) -> str:

@@ -13,7 +13,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fluxperf import baselines, quality
+from fluxperf import baselines, environment, probe, quality
 
 MODEL_NOTES = {
     "tiny": "TINY toy model with random weights: checks the harness, says nothing about FLUX.1-dev",
@@ -51,7 +51,10 @@ def results_dict(bench) -> dict:
         "environment": bench.env,
         "baseline_file": str(bench.baseline_path) if bench.baseline_path else None,
         "baseline_found": bench.baseline is not None,
+        "baseline_environment": (bench.baseline or {}).get("environment"),
+        "baseline_recorded_utc": (bench.baseline or {}).get("recorded_utc"),
         "determinism": bench.determinism,
+        "baseline_probe": _pooled_probe((bench.baseline or {}).get("variants", {}).values()),
         "variants": {},
     }
     for name, r in bench.results.items():
@@ -59,6 +62,10 @@ def results_dict(bench) -> dict:
                  "worker": bench.worker, "device": bench.device,
                  "params": r.params, "build_s": r.build_s, "build_phases_s": r.phases,
                  "peak_mem_gb": r.peak_mem_gb, "eager_samples_s": r.eager_s, "samples_s": r.variant_s,
+                 "cpu_samples_s": r.variant_cpu_s, "eager_cpu_samples_s": r.eager_cpu_s, "probe": r.probe,
+                 "eager_probe": r.eager_probe, "warmup_s": r.warmup_s,
+                 "steps": r.steps, "design": r.design, "bound": r.bound, "gpu_busy": r.gpu_busy,
+                 "cpu_share": r.cpu_share, "kernel_s": r.kernel_s, "libraries": list(r.libraries),
                  "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png,
                  "grid_png": grid_name(name) if _has_grid(r) else None}
         if r.variant_s:
@@ -73,9 +80,64 @@ def results_dict(bench) -> dict:
                                 **({"backbone": v["backbone"]} if "backbone" in v else {})}
                             for m, v in r.quality.items()}
         # What --fluxperf-update-baselines writes for this variant, so whoever holds the merged dict can.
-        entry["baseline_entry"] = r.baseline_entry() if r.status == "measured" else None
+        entry["baseline_entry"] = baselines.entry(r) if r.status == "measured" else None
         out["variants"][name] = entry
     return out
+
+
+def _pooled_probe(entries) -> dict | None:
+    """Every probe sample of several variants' entries (baseline entries or results) in one dict of lists."""
+    pooled = {k: [x for e in entries for key in ("probe", "eager_probe") if e.get(key) for x in e[key][k]]
+              for k in probe.PROBES}
+    return pooled if all(pooled.values()) else None
+
+
+def probe_rows(results: dict) -> list[list[str]]:
+    """The machine probe of this session beside the baseline's, as rates: what the speed rule corrects for."""
+    now = _pooled_probe(results["variants"].values())
+    if now is None:
+        return []
+    before = results.get("baseline_probe")
+    labels = [("matmul_s", "GPU matmul, TFLOP/s", "matmul_tflops", "{:.0f}"),
+              ("copy_s", "GPU copy, GB/s (read + written)", "copy_gbps", "{:.0f}"),
+              ("launch_s", "host small-op loop, µs per iteration", "launch_us", "{:.1f}")]
+    device = results["scenario"]["device"]
+    rates_now = probe.rates(probe.medians(now), device)
+    rates_before = probe.rates(probe.medians(before), device) if before else None
+    rows = []
+    for key, label, rate, fmt in labels:
+        cells = [label, fmt.format(rates_now[rate])]
+        if rates_before:
+            ratio = probe.medians(now)[key] / probe.medians(before)[key]
+            cells += [fmt.format(rates_before[rate]), f"{ratio:.3f}× the baseline's time"]
+        else:
+            cells += ["–", "–"]
+        rows.append(cells)
+    return rows
+
+
+PROBE_HEADER = ["machine probe (median)", "this session", "baseline", "change"]
+ENV_FIELDS = ("gpu", "driver", "cuda", "python", "host_cpu", "commit")
+
+
+def environment_rows(results: dict) -> list[list[str]]:
+    """What this session ran with beside what the baseline was recorded with; changed rows are marked."""
+    now, before = results["environment"], results.get("baseline_environment") or {}
+    libs = sorted({*environment.CORE_LIBRARIES, *(l for v in results["variants"].values() for l in v.get("libraries", ())),
+                   *(k for k, x in (now.get("versions") or {}).items() if x)})
+    rows = []
+    for field in ENV_FIELDS:
+        rows.append([field, str(now.get(field)), str(before.get(field, "–")) if before else "–"])
+    for lib in libs:
+        rows.append([lib, str((now.get("versions") or {}).get(lib)),
+                     str((before.get("versions") or {}).get(lib)) if before else "–"])
+    for row in rows:
+        if before and row[1] != row[2]:
+            row[0] = f"**{row[0]}** (changed)"
+    return rows
+
+
+ENV_HEADER = ["", "this session", "baseline"]
 
 
 def merge(parts: dict[str, dict], order: list[str], device: str) -> dict:
@@ -109,20 +171,29 @@ def _ci(sp) -> str:
     return f" ({sp['ci_low']:.2f}–{sp['ci_high']:.2f})" if sp["ci_low"] is not None and sp["ci_high"] is not None else ""
 
 
+def _busy(v) -> str:
+    """GPU busy share of a call, and process CPU time over wall time; "host-bound" when the GPU waits."""
+    gpu = "–" if v.get("gpu_busy") is None else f"{v['gpu_busy']:.0%}"
+    cpu = "–" if v.get("cpu_share") is None else f"{v['cpu_share']:.0%}"
+    return f"{gpu} / {cpu}" + (" host-bound" if v.get("bound") == "host" else "")
+
+
 def _row(name, v) -> list[str]:
     if not v["samples_s"]:
-        return [name, v["status"], "–", "–", "–", "–"]
+        return [name, v["status"], "–", "–", "–", "–", "–", "–"]
     sp = v.get("speedup")
     speed = "–" if sp is None else f"{sp['value']:.2f}×" + _ci(sp)
     if not v["timed"]:
         speed += " quality-only"
     mem = "–" if v["peak_mem_gb"] is None else f"{v['peak_mem_gb']:.1f}"
     build = "–" if v["build_s"] is None else f"{v['build_s']:.1f}"
-    return [name, f"{v['latency_median_s']:.3f} ± {v['latency_iqr_s'] / 2:.3f} (n={v['n']})", speed, mem, build,
+    return [name, f"{v['latency_median_s']:.3f} ± {v['latency_iqr_s'] / 2:.3f} (n={v['n']})", speed,
+            v.get("design", "–"), _busy(v), mem, build,
             ", ".join(f"{k} {x['status']}" for k, x in v["verdicts"].items()) or v["status"]]
 
 
-SPEED_HEADER = ["variant", "latency_s median ± IQR/2", "speedup vs eager (95% CI)", "peak_mem_gb", "build_s", "verdicts"]
+SPEED_HEADER = ["variant", "latency_s median ± IQR/2", "speedup vs eager (95% CI)", "design",
+                "GPU busy / CPU per wall", "peak_mem_gb", "build_s", "verdicts"]
 QUALITY_HEADER = ["variant", "LPIPS mean / worst", "SSIM mean / worst", "PSNR mean / worst", "worst image (prompt, seed)"]
 
 
@@ -186,9 +257,20 @@ def markdown(results: dict, chart: str | None) -> str:
     if det and not det["ok"]:
         parts += [f"> **WARNING: eager is not deterministic here** (worst PSNR of a re-render "
                   f"{quality.fmt('psnr_db', _inf('psnr_db', det['worst_psnr_db']))}); quality verdicts are unreliable.", ""]
-    parts += ["## Speed", "", table_md(SPEED_HEADER, speed_rows(results)), ""]
+    parts += ["## Speed", "", table_md(SPEED_HEADER, speed_rows(results)), "",
+              "- *design*: paired rounds alternate eager and the variant image by image; blocks time eager's images "
+              "and then the variant's (variants that change eager's weights).",
+              "- *GPU busy / CPU per wall*: the share of one call the GPU spent in kernels, and the process's CPU "
+              "time over its wall time. A **host-bound** pipeline leaves the GPU waiting for the host: its time "
+              "measures the host CPU as much as the GPU. CUDA's waits spin, so CPU time is close to wall time for "
+              "GPU-bound pipelines too.", ""]
     if chart:
         parts += [f"![latency per variant]({chart})", ""]
+    prows = probe_rows(results)
+    if prows:
+        parts += ["## Machine probe", "", "Timed before every pipeline call; the speed verdicts take the machine's "
+                  "change out before judging a variant.", "", table_md(PROBE_HEADER, prows), ""]
+    parts += ["## Environment", "", table_md(ENV_HEADER, environment_rows(results)), ""]
     qrows = quality_rows(results)
     variants = results["variants"]
     if qrows:

@@ -1,15 +1,104 @@
-"""Speedup estimate with a confidence interval, and the speed, latency and memory verdicts."""
+"""Estimates with confidence intervals, and the speed, stack and ratio rules that turn them into verdicts.
+
+Everything here is a pure function of numbers: the procedure that gathers them (more rounds while a verdict is
+inconclusive) is fluxperf.verdicts, and the README's "How a session judges" tables state these rules.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+PASS, FAIL, INCONCLUSIVE, WARN = "PASS", "FAIL", "INCONCLUSIVE", "WARN"
 CONFIDENCE = 0.95
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
+    from scipy import stats as sps
+
+    return float(sps.t.ppf((1 + confidence) / 2, df))
+
+
+def _t(df: float) -> float:
+    # Welch's df is fractional; a tenth is far finer than the t quantile changes over (and keeps the cache small).
+    return t_quantile(round(max(df, 1.0), 1))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A change on the log scale, e.g. log(latency now / latency at the baseline), with its 95% interval."""
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def factor(self) -> float:
+        return math.exp(self.value)
+
+    def text(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.factor:.3f}× (no interval, n={self.n})"
+        return f"{self.factor:.3f}× (95% CI {math.exp(self.low):.3f}–{math.exp(self.high):.3f}, n={self.n})"
+
+    def shifted(self, by: "Interval") -> "Interval":
+        """This change minus another (e.g. a latency change net of the machine's), their errors combined."""
+        half = math.hypot(self.high - self.value, by.high - by.value)
+        value = self.value - by.value
+        return Interval(value, value - half, value + half, self.n)
+
+
+def _logs(samples) -> np.ndarray:
+    return np.log(np.asarray(samples, dtype=float))
+
+
+# Latency samples have a heavy right tail: a host hiccup makes an image 10-30% slower now and then. A 20%-trimmed
+# mean with its winsorized variance (Yuen's test) keeps one such image from widening the interval of a whole
+# session, and equals the plain mean when there are no outliers.
+TRIM = 0.2
+
+
+def trimmed(x: np.ndarray) -> tuple[float, float, int]:
+    """Trimmed mean, the variance of that estimate, and its degrees of freedom (Yuen)."""
+    n = len(x)
+    g = int(TRIM * n)
+    h = n - 2 * g
+    xs = np.sort(x)
+    mean = float(xs[g:n - g].mean())
+    if h < 2:
+        return mean, math.nan, 0
+    w = np.clip(xs, xs[g], xs[n - g - 1])
+    return mean, float(w.var(ddof=1)) * (n - 1) / (h * (h - 1)), h - 1
+
+
+def _welch(a: tuple, b: tuple, n: int) -> Interval:
+    (ma, va, dfa), (mb, vb, dfb) = a, b
+    value = ma - mb
+    if math.isnan(va) or math.isnan(vb):
+        return Interval(value, math.nan, math.nan, n)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Interval(value, value, value, n)
+    df = (va + vb) ** 2 / ((va ** 2 / dfa if va else 0) + (vb ** 2 / dfb if vb else 0))
+    half = _t(df) * se
+    return Interval(value, value - half, value + half, n)
+
+
+def log_change(now, before) -> Interval:
+    """log(now / before) of two independent sets of samples: the trimmed means of their logs, Yuen's interval."""
+    return _welch(trimmed(_logs(now)), trimmed(_logs(before)), len(now))
+
+
+def median_change(now, before) -> Interval:
+    """log(median now / median before), with the interval of log_change. Probe samples have outliers (a host
+    hiccup in one sample); the median moves less with them, the spread still comes from every sample."""
+    ci = log_change(now, before)
+    value = float(np.log(np.median(now)) - np.log(np.median(before)))
+    return Interval(value, value - (ci.value - ci.low), value + (ci.high - ci.value), ci.n)
 
 
 @dataclass(frozen=True)
@@ -27,85 +116,217 @@ def median_spread(samples) -> tuple[float, float]:
     return float(med), float(q3 - q1)
 
 
-def speedup(eager_s, variant_s, paired: bool, confidence: float = CONFIDENCE) -> Speedup:
+def speedup(eager_s, variant_s, paired: bool) -> Speedup:
     """Eager/variant speedup on the log scale, where a ratio's noise is symmetric.
 
-    Paired rounds (eager and variant alternating, one image each) cancel drift within the session:
-    the CI is a one-sample t interval on the per-round log ratios. Unpaired blocks use Welch's interval.
+    Paired rounds (eager and variant alternating, one image each) cancel drift within the session: the CI is a
+    one-sample t interval on the per-round log ratios. Blocks (eager's, then the variant's) use Welch's interval.
     """
-    e = np.log(np.asarray(eager_s, dtype=float))
-    v = np.log(np.asarray(variant_s, dtype=float))
+    e, v = _logs(eager_s), _logs(variant_s)
     if paired:
         if len(e) != len(v):
             raise ValueError(f"paired samples differ in length: {len(e)} eager vs {len(v)} variant")
         d = e - v
-        n, mean = len(d), float(d.mean()) if len(d) else math.nan
-        if n >= 2 and np.ptp(d) > 0:
-            lo, hi = sps.ttest_1samp(d, 0.0).confidence_interval(confidence)
-        else:
-            lo = hi = math.nan if n < 2 else mean
-    else:
-        n, mean = min(len(e), len(v)), float(e.mean() - v.mean())
-        if len(e) >= 2 and len(v) >= 2 and (np.ptp(e) > 0 or np.ptp(v) > 0):
-            lo, hi = sps.ttest_ind(e, v, equal_var=False).confidence_interval(confidence)
+        n = len(d)
+        mean = float(d.mean()) if n else math.nan
+        if n >= 2:
+            half = _t(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+            lo, hi = mean - half, mean + half
         else:
             lo = hi = math.nan
-    return Speedup(math.exp(mean), math.exp(lo), math.exp(hi), n, "paired" if paired else "blocks")
+        return Speedup(math.exp(mean), math.exp(lo), math.exp(hi), n, "paired")
+    ci = log_change(eager_s, variant_s)
+    return Speedup(math.exp(ci.value), math.exp(ci.low), math.exp(ci.high), min(len(e), len(v)), "blocks")
+
+
+def speedup_change(now: Speedup, eager_s, variant_s, base_eager_s, base_variant_s, paired: bool) -> Interval:
+    """log(baseline speedup / speedup now): positive when the variant lost ground against eager."""
+    def estimate(e, v):
+        if paired:
+            return trimmed(_logs(e) - _logs(v))
+        (me, ve, de), (mv, vv, dv) = trimmed(_logs(e)), trimmed(_logs(v))
+        return me - mv, ve + vv, min(de, dv)
+    return _welch(estimate(base_eager_s, base_variant_s), estimate(eager_s, variant_s), now.n)
 
 
 @dataclass(frozen=True)
 class Verdict:
     status: str
     message: str
-    stale: bool = False       # much faster than the baseline: the baseline should be refreshed
-
-
-def judge_speedup(name: str, est: Speedup, baseline: dict, where: str, rebaseline: str,
-                  eager_latency_s: float | None = None, variant_latency_s: float | None = None) -> Verdict:
-    """The speed verdict, from two signals measured against the baseline.
-
-    The speedup over eager (paired within this session) is the primary signal: PASS when its whole 95%
-    interval clears baseline × (1 − tolerance), INCONCLUSIVE while the interval straddles that limit.
-
-    Eager at 512² is launch-bound, so the host CPU and the GPU's clock state move it by tens of percent
-    between sessions on the same machine (one H100 host gave 2.0 to 3.9 s per image, with eager sometimes
-    slowing together with the variant), while a compiled variant's own latency held within 3%. So:
-    - a speedup below the limit is the variant's regression only if its own median latency also rose past
-      the speedup tolerance; otherwise eager moved, and the verdict is INCONCLUSIVE with that reason;
-    - a variant whose own latency rose past the latency tolerance fails unless the speedup shows it kept
-      pace with eager (interval at or above the baseline speedup: the whole machine got slower).
-    """
-    base, tol = baseline["speedup"], baseline["tolerance"]["speedup"]
-    lat_tol = baseline["tolerance"]["latency"]
-    limit = base * (1 - tol)
-    ci = f"95% CI {est.ci_low:.2f}–{est.ci_high:.2f}, n={est.n} {est.design}"
-    facts = f"speedup {est.value:.2f}× (baseline {base:.2f}×, tolerance {tol:.0%}, limit {limit:.2f}×, {ci}) [{where}]"
-    if math.isnan(est.ci_low):
-        return Verdict(INCONCLUSIVE, f"{name}: {facts}: too few samples for an interval")
-    own = None if variant_latency_s is None else variant_latency_s / baseline["latency_s"]
-    eager = None if eager_latency_s is None else eager_latency_s / baseline["eager_latency_s"]
-    own_facts = "" if own is None else (
-        f"; own latency {variant_latency_s:.3f} s = {own:.2f}× baseline {baseline['latency_s']:.3f} s"
-        + ("" if eager is None else f", eager {eager:.2f}× its baseline"))
-    if own is not None and own > 1 + lat_tol and est.ci_low < base:
-        return Verdict(FAIL, f"{name}: {facts}{own_facts} > latency limit {1 + lat_tol:.2f}× and the speedup does "
-                             f"not show the whole machine slowing; if intended: {rebaseline}")
-    if est.ci_high < limit:
-        if own is not None and own <= 1 + tol:
-            return Verdict(INCONCLUSIVE, f"{name}: {facts}: below the limit, but {name}'s own latency held"
-                                         f"{own_facts}: eager moved (another host, CPU or clock state), "
-                                         f"not a regression of {name}")
-        return Verdict(FAIL, f"{name}: {facts}{own_facts} < limit; if intended: {rebaseline}")
-    if est.ci_low >= limit:
-        stale = est.ci_low > base * (1 + tol)
-        note = f"; faster than the baseline, which is stale: {rebaseline}" if stale else ""
-        return Verdict(PASS, f"{name}: {facts}{own_facts}{note}", stale)
-    return Verdict(INCONCLUSIVE, f"{name}: {facts}{own_facts}: the interval straddles the limit")
+    stale: bool = False           # much faster than the baseline: the baseline should be refreshed
+    details: dict = field(default_factory=dict)
 
 
 def judge_ratio(name: str, metric: str, value: float, base: float, tol: float, unit: str, where: str) -> Verdict:
-    """Higher-is-worse metrics (latency, memory): FAIL (or drift, for the caller to warn) past base×(1+tol)."""
+    """Higher-is-worse metrics (peak memory): FAIL past base × (1 + tol)."""
     limit = base * (1 + tol)
     facts = (f"{name}: {metric} {value:.3f}{unit} vs baseline {base:.3f}{unit} "
              f"(tolerance {tol:.0%}, limit {limit:.3f}{unit}) [{where}]")
     return Verdict(FAIL if value > limit else PASS, facts)
+
+
+# ----- the speed and stack rules ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    """One pipeline's timings, in this session or in its baseline: what the speed and stack rules read."""
+    variant_s: list           # per round, seconds per image
+    eager_s: list             # eager's images of the same rounds (paired) or of its block
+    probe: dict               # sampled before each variant call: {"matmul_s": [...], "copy_s": [...], "launch_s": [...]}
+    eager_probe: dict         # sampled before each eager call
+    paired: bool = True
+    bound: str = "unknown"    # "gpu" | "host" | "unknown": which resource sets this pipeline's latency
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> "Run":
+        return cls(entry["samples_s"], entry["eager_samples_s"], entry["probe"], entry["eager_probe"],
+                   entry.get("design") != "blocks", entry.get("bound", "unknown"))
+
+    @property
+    def all_probe(self) -> dict:
+        return {k: list(self.probe[k]) + list(self.eager_probe[k]) for k in self.probe}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a message needs besides the numbers: the file judged against, how to rebaseline, and what changed."""
+    where: str
+    rebaseline: str
+    changes: tuple = ()       # software differences from the baseline, e.g. "torch 2.11.0 → 2.12.0"
+    host_changes: tuple = ()  # machine differences that are not software, e.g. the host CPU model
+
+
+def _half(i: Interval) -> float:
+    return i.high - i.value
+
+
+def machine_change(now: dict, before: dict) -> dict[str, Interval]:
+    """How much slower the machine is than at the baseline, per resource, from the probe's samples.
+
+    gpu: the mean of the matmul and the copy probe's log changes; host: the small-op loop's.
+    """
+    mm, cp = median_change(now["matmul_s"], before["matmul_s"]), median_change(now["copy_s"], before["copy_s"])
+    value = (mm.value + cp.value) / 2
+    half = math.hypot(_half(mm), _half(cp)) / 2
+    gpu = Interval(value, value - half, value + half, mm.n)
+    return {"gpu": gpu, "host": median_change(now["launch_s"], before["launch_s"])}
+
+
+def host_normalized_change(now_s, now_launch, before_s, before_launch) -> Interval:
+    """log change of a host-bound pipeline's latency per unit of the small-op loop timed just before each call.
+
+    The host's speed wobbles from one call to the next; the probe sample next to a call feels the same wobble,
+    so the ratio cancels it, where a session median of the probe would leave it in."""
+    ratio = lambda s, l: np.asarray(s, dtype=float) / np.asarray(l, dtype=float)
+    return log_change(ratio(now_s, now_launch), ratio(before_s, before_launch))
+
+
+def expected_change(machine: dict[str, Interval], bound: str) -> Interval:
+    """The latency change the machine alone predicts for a pipeline bound by `bound`; for "unknown", the larger."""
+    if bound in machine:
+        return machine[bound]
+    return max(machine.values(), key=lambda i: i.value)
+
+
+def _pct(x: float) -> str:
+    return f"{math.exp(x) - 1:+.1%}"
+
+
+def _machine_text(m: dict[str, Interval]) -> str:
+    return f"machine probe vs baseline: GPU {m['gpu'].factor:.3f}×, host {m['host'].factor:.3f}×"
+
+
+def _changes_text(ctx: Context) -> str:
+    if ctx.changes:
+        return "changed since the baseline: " + ", ".join(ctx.changes)
+    return "software unchanged since the baseline"
+
+
+def own_change(now: Run, base: Run, machine: dict[str, Interval]) -> tuple[Interval, str]:
+    """A pipeline's own latency change net of the machine's, by what sets its latency (the baseline's `bound`).
+
+    GPU-bound: the change net of the GPU probe's. Host-bound: the change of its latency per unit of the
+    small-op loop timed just before each call, which cancels the host's call-to-call wobble too. Unknown
+    (no profiler): net of whichever resource the probe says slowed more."""
+    if base.bound == "host":
+        return (host_normalized_change(now.variant_s, now.probe["launch_s"], base.variant_s, base.probe["launch_s"]),
+                "own latency per unit of the host probe (host-bound)")
+    what = "own latency net of the GPU probe" if base.bound == "gpu" else "own latency net of the machine probe"
+    return log_change(now.variant_s, base.variant_s).shifted(expected_change(machine, base.bound)), what
+
+
+def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float, ctx: Context,
+                eager_bound: str = "unknown") -> Verdict:
+    """Did the optimization regress? One variant's verdict against its baseline.
+
+    The statistic is the variant's own latency change net of the machine's (own_change). Eager is not the
+    yardstick: at 512² it is host-bound and moves by tens of percent between sessions on one machine, more than
+    the regressions being judged. PASS when the whole 95% interval of the slowdown is below the tolerance,
+    INCONCLUSIVE while it straddles it (the procedure then takes more rounds), FAIL above it, unless eager, per
+    unit of the host probe, is slower by at least as much with 95% confidence: then the whole pipeline is (WARN
+    here; test_stack_speed_holds judges the stack).
+    """
+    machine = machine_change(now.all_probe, base.all_probe)
+    sp = speedup(now.eager_s, now.variant_s, now.paired)
+    stat, what = own_change(now, base, machine)
+    eager = log_change(now.eager_s, base.eager_s)
+    eager_net = host_normalized_change(now.eager_s, now.eager_probe["launch_s"], base.eager_s,
+                                       base.eager_probe["launch_s"])
+    limit = math.log1p(tol)
+    facts = (f"{name}: slowdown {_pct(stat.value)} by {what} (95% CI {_pct(stat.low)} to {_pct(stat.high)}, "
+             f"n={stat.n}, tolerance {tol:.0%}); speedup {sp.value:.2f}× (95% CI {sp.ci_low:.2f}–{sp.ci_high:.2f}, "
+             f"{sp.design}) vs baseline {base_speedup:.2f}×; eager {eager.factor:.2f}× its baseline latency "
+             f"({eager_net.factor:.2f}× net of the host probe); {_machine_text(machine)}")
+    if eager_bound == "host":
+        facts += ("; eager is host-bound here: its time measures the host CPU as much as the GPU, so it moves "
+                  "between sessions")
+    tail = f"; {_changes_text(ctx)} [{ctx.where}]"
+    details = {"slowdown": stat.value, "ci": [stat.low, stat.high], "eager_change": eager.value,
+               "speedup_change": math.log(sp.value / base_speedup),
+               "eager_net": eager_net.value, "machine": {k: v.value for k, v in machine.items()}}
+    if math.isnan(stat.low):
+        return Verdict(INCONCLUSIVE, f"{facts}: too few samples for an interval{tail}", details=details)
+    eager_moved = (f"; eager moved ({eager.factor:.2f}× its baseline latency), so the speedup over eager moved with it"
+                   if abs(eager.value) > limit else "")
+    if stat.high < limit:
+        if stat.high < -limit:
+            return Verdict(PASS, f"{facts}{eager_moved}; {name} is faster than its baseline, which is stale: "
+                                 f"refresh it with {ctx.rebaseline}{tail}", stale=True, details=details)
+        return Verdict(PASS, f"{facts}{eager_moved}{tail}", details=details)
+    if stat.low <= limit:
+        return Verdict(INCONCLUSIVE, f"{facts}: the interval straddles the tolerance{tail}", details=details)
+    # Only when eager, per unit of the host probe, slowed at least as much as the variant, with confidence: on an
+    # H200 that ratio itself moved by +4-5% between sessions whose host was 20% faster (eager has a GPU-bound
+    # floor the host can't push below; docs/results.md), so a looser test excused a real 10% slowdown.
+    if eager_net.low >= stat.value:
+        return Verdict(WARN, f"{facts}: eager is slower by at least as much: the whole pipeline is slower, not "
+                             f"{name} alone (see test_stack_speed_holds){tail}", details=details)
+    return Verdict(FAIL, f"{facts}: {name} regressed{tail}; if intended: {ctx.rebaseline}", details=details)
+
+
+def judge_stack(name: str, now: Run, base: Run, tol: float, ctx: Context) -> Verdict:
+    """Did the whole stack get slower? A pipeline's absolute latency against its baseline, net of the machine.
+
+    Slower beyond the tolerance after the machine probe's share is taken out: FAIL when the software differs
+    from the baseline's (the message names the differences), WARN when it doesn't (a host or clock state the
+    probe doesn't cover). Slower only before that correction: WARN, the whole machine is slower.
+    """
+    machine = machine_change(now.all_probe, base.all_probe)
+    raw = log_change(now.variant_s, base.variant_s)
+    net, _ = own_change(now, base, machine)
+    limit = math.log1p(tol)
+    facts = (f"{name}: latency {raw.factor:.3f}× its baseline (95% CI {math.exp(raw.low):.3f}–"
+             f"{math.exp(raw.high):.3f}, n={raw.n}), {net.factor:.3f}× net of the machine "
+             f"(95% CI {math.exp(net.low):.3f}–{math.exp(net.high):.3f}; tolerance {tol:.0%}); {_machine_text(machine)}")
+    hosts = f"; {', '.join(ctx.host_changes)}" if ctx.host_changes else ""
+    details = {"change": raw.value, "net": net.value, "machine": {k: v.value for k, v in machine.items()}}
+    if not math.isnan(net.low) and net.low > limit:
+        if ctx.changes:
+            return Verdict(FAIL, f"{facts}: the stack is slower; suspects: {', '.join(ctx.changes)}{hosts} "
+                                 f"[{ctx.where}]; if intended: {ctx.rebaseline}", details=details)
+        return Verdict(WARN, f"{facts}: slower with the same software, beyond what the probe explains (a host or "
+                             f"clock state it doesn't cover){hosts} [{ctx.where}]", details=details)
+    if raw.value > limit:
+        return Verdict(WARN, f"{facts}: the whole machine is slower; {_changes_text(ctx)}{hosts} [{ctx.where}]",
+                       details=details)
+    return Verdict(PASS, f"{facts}; {_changes_text(ctx)} [{ctx.where}]", details=details)

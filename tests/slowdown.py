@@ -1,9 +1,11 @@
-"""Test-only plugin that slows one variant down, to prove the speed gate catches a real regression.
+"""Test-only plugin that slows variants down, to prove the speed gate catches a real regression.
 
     FLUXPERF_TEST_SLOWDOWN=compile=0.15 python -m pytest -p tests.slowdown -m gpu ...
+    FLUXPERF_TEST_SLOWDOWN=eager=0.1,compile=0.1 ...     (eager too: every pipeline call of the session)
 
-Every call of the variant's pipeline is followed by a sleep of that fraction of the call's own
-(synchronized) duration, so the variant really takes 15% longer per image.
+Every call of a named variant's pipeline is followed by a sleep of that fraction of the call's own
+(synchronized) duration, so the variant really takes that much longer per image. Slowing eager slows it as the
+reference of every other variant too, since eager's build is the pipeline they are timed against.
 """
 
 import dataclasses
@@ -18,7 +20,7 @@ class Slowed:
         self._pipe, self._fraction, self._device = pipe, fraction, device
 
     def __call__(self, *args, **kwargs):
-        seconds, out = timing.timed(lambda: self._pipe(*args, **kwargs), self._device)
+        seconds, _, out = timing.timed(lambda: self._pipe(*args, **kwargs), self._device)
         time.sleep(self._fraction * seconds)
         return out
 
@@ -26,14 +28,16 @@ class Slowed:
         return getattr(self._pipe, name)
 
 
+def _slowed(original, fraction: float):
+    def build(pipe, scenario, params):
+        return Slowed(original.build(pipe, scenario, params), fraction, scenario.device)
+    return dataclasses.replace(original, build=build)
+
+
 def pytest_configure(config):
     spec = os.environ.get("FLUXPERF_TEST_SLOWDOWN")
     if not spec:
         return
-    name, _, fraction = spec.partition("=")
-    original = variants.get(name)
-
-    def build(pipe, scenario, params):
-        return Slowed(original.build(pipe, scenario, params), float(fraction), scenario.device)
-
-    variants._REGISTRY[name] = dataclasses.replace(original, build=build)
+    for part in spec.split(","):
+        name, _, fraction = part.partition("=")
+        variants._REGISTRY[name] = _slowed(variants.get(name), float(fraction))

@@ -46,13 +46,17 @@ class Variant:
     params: dict[str, Any] = field(default_factory=dict)
     # Raises Unavailable before anything is timed or built, where the build would only find out late.
     check: Callable[[Any, dict], None] | None = None
+    # Distributions the variant is built with, beyond torch and diffusers: a verdict names their version
+    # changes since the baseline as suspects.
+    libraries: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Variant] = {}
 
 
 def register(name: str, *, lossless: bool = False, timed: bool = True, in_place: bool = False,
-             params: dict[str, Any] | None = None, check: Callable[[Any, dict], None] | None = None):
+             params: dict[str, Any] | None = None, check: Callable[[Any, dict], None] | None = None,
+             libraries: tuple[str, ...] = ()):
     """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults;
     `check(scenario, params)` raises Unavailable when the variant can't run in this session."""
 
@@ -61,7 +65,7 @@ def register(name: str, *, lossless: bool = False, timed: bool = True, in_place:
             raise ValueError(f"variant {name!r} registered twice")
         doc = (build.__module__ and importlib.import_module(build.__module__).__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}),
-                                  check)
+                                  check, tuple(libraries))
         return build
 
     return wrap

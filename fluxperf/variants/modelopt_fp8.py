@@ -6,8 +6,8 @@ from fluxperf.variants import register
 
 # Fake quantization runs every GEMM in high precision plus quantize/dequantize ops, so it is slower than
 # eager by design (timed=False); it exists to judge the recipe's images where TensorRT can't run.
-# Quantizer insertion rewrites the shared transformer's modules (in_place=True).
-@register("modelopt_fp8", timed=False, in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE},
+# Quantizer insertion swaps modules of the harness's copy of the transformer; eager's weights are only read.
+@register("modelopt_fp8", timed=False, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, libraries=("nvidia-modelopt",),
           check=lambda scenario, params: fp8.require_modelopt())
 def build(pipe, scenario, params):
     fp8.require_modelopt()

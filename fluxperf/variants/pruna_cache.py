@@ -25,9 +25,9 @@ def _telemetry_off() -> None:
 def smash_fora(pipe, scenario, params, *, compile: bool):
     """Smash `pipe` with FORA (and pruna's torch_compile if `compile`), returning the PrunaModel to call.
 
-    pruna 0.3.4 neither copies the pipeline nor its weights: FORA wraps the `forward` of the shared transformer's
-    blocks in place (so the eager pipeline is changed, hence in_place=True), and torch_compile then compiles those
-    blocks' original forwards. The PrunaModel's call resets FORA's step counter and cache before every image;
+    pruna 0.3.4 neither copies the pipeline nor its weights: FORA wraps the `forward` of the transformer's blocks,
+    and torch_compile then compiles those blocks' original forwards. The harness hands `build` its own copies of
+    the modules (sharing eager's weights), so eager is untouched and the two are timed in alternating rounds. The PrunaModel's call resets FORA's step counter and cache before every image;
     calling `pipe` itself would not, and would reuse the last image's cached activations.
     """
     _telemetry_off()
@@ -53,6 +53,6 @@ def check(scenario, params):
     require("pruna", INSTALL)
 
 
-@register("pruna_cache", in_place=True, params=FORA_PARAMS, check=check)
+@register("pruna_cache", params=FORA_PARAMS, check=check, libraries=("pruna",))
 def build(pipe, scenario, params):
     return smash_fora(pipe, scenario, params, compile=False)

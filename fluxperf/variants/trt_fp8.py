@@ -15,8 +15,9 @@ def check(scenario, params):
         raise MissingDependency("a CUDA device", "TensorRT runs on NVIDIA GPUs: run the scenario on cuda")
 
 
-# in_place: calibration inserts quantizers into the shared transformer, which then leaves the GPU.
-@register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, check=check)
+# in_place: the shared transformer's weights leave the GPU for the engine build, and eager's with them.
+@register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, check=check,
+          libraries=("tensorrt", "nvidia-modelopt"))
 def build(pipe, scenario, params):
     check(scenario, params)
     device = torch.device(scenario.device)

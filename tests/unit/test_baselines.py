@@ -55,9 +55,15 @@ def test_a_broken_file_raises_baseline_error_naming_the_file_and_the_field(name,
     (lambda d: d["variants"]["compile"].__setitem__("speedup", 0), "variants.compile.speedup"),
     (lambda d: d["variants"]["compile"].__setitem__("eager_latency_s", True), "variants.compile.eager_latency_s"),
     (lambda d: d["variants"]["compile"]["tolerance"].pop("lpips"), "variants.compile.tolerance.lpips"),
-    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speedup", 5), "variants.compile.tolerance.speedup"),
+    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speed", 5), "variants.compile.tolerance.speed"),
     (lambda d: d["variants"]["compile"]["quality"].__setitem__("ssim_mean", "high"), "variants.compile.quality.ssim_mean"),
     (lambda d: d.pop("variants"), "variants"),
+    (lambda d: d["variants"]["compile"].__setitem__("samples_s", [0.9]), "variants.compile.samples_s"),
+    (lambda d: d["variants"]["compile"]["eager_samples_s"].__setitem__(1, -2.0),
+     "variants.compile.eager_samples_s[1]"),
+    (lambda d: d["variants"]["compile"]["probe"].pop("launch_s"), "variants.compile.probe.launch_s"),
+    (lambda d: d["variants"]["compile"].pop("eager_probe"), "variants.compile.eager_probe"),
+    (lambda d: d["variants"]["compile"].__setitem__("bound", "cpu"), "variants.compile.bound"),
 ])
 def test_other_invalid_values_name_their_field(tmp_path, mutate, field):
     data = valid()
@@ -124,14 +130,15 @@ def test_dumps_sorts_keys_and_refuses_nan():
 
 def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_session():
     old = valid()
-    old["variants"]["compile"]["tolerance"]["speedup"] = 0.08      # edited by hand
+    old["variants"]["compile"]["tolerance"]["speed"] = 0.08      # edited by hand
     old["variants"]["trt_fp8"] = copy.deepcopy(old["variants"]["compile"])   # not measured this session
-    measured = {"compile": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, "quality": {}},
-                "new_variant": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, "quality": {}}}
+    samples = {k: old["variants"]["compile"][k] for k in ("samples_s", "eager_samples_s", "probe", "eager_probe")}
+    measured = {"compile": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, "quality": {}, **samples},
+                "new_variant": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, "quality": {}, **samples}}
     new = baselines.updated(old, old["key"], {"commit": "abc"}, "2025-02-02T00:00:00Z", measured)
     assert new["variants"]["compile"]["speedup"] == 1.40
-    assert new["variants"]["compile"]["tolerance"]["speedup"] == 0.08
-    assert new["variants"]["compile"]["tolerance"]["latency"] == baselines.DEFAULT_TOLERANCE["latency"]
+    assert new["variants"]["compile"]["tolerance"]["speed"] == 0.08
+    assert new["variants"]["compile"]["tolerance"]["stack"] == baselines.DEFAULT_TOLERANCE["stack"]
     assert new["variants"]["trt_fp8"] == old["variants"]["trt_fp8"]
     assert new["variants"]["new_variant"]["tolerance"] == baselines.DEFAULT_TOLERANCE
     assert new["commit"] == "abc" and new["recorded_utc"] == "2025-02-02T00:00:00Z"
@@ -148,10 +155,14 @@ def _run(speedup: float, latency: float, ssim: float) -> dict:
     return data
 
 
-def test_merging_runs_takes_the_median_of_each_metric():
-    merged = baselines.merge_runs([_run(1.30, 0.92, 0.990), _run(1.50, 0.80, 0.999), _run(1.31, 0.91, 0.995)])
+def test_merging_runs_takes_the_median_of_each_metric_and_pools_the_samples():
+    runs = [_run(1.30, 0.92, 0.990), _run(1.50, 0.80, 0.999), _run(1.31, 0.91, 0.995)]
+    merged = baselines.merge_runs(runs)
     entry = merged["variants"]["compile"]
     assert entry["speedup"] == 1.31 and entry["latency_s"] == 0.91
+    # Pooled, the samples carry the spread between the sessions.
+    assert entry["samples_s"] == [x for r in runs for x in r["variants"]["compile"]["samples_s"]]
+    assert len(entry["probe"]["launch_s"]) == 3 * len(runs[0]["variants"]["compile"]["probe"]["launch_s"])
     assert entry["speedup_ci"] == pytest.approx([1.21, 1.41]) and entry["quality"]["ssim_mean"] == 0.995
     assert entry["runs"] == 3
 
@@ -218,3 +229,20 @@ def test_merge_baselines_in_process_reports_folders_without_baselines(tmp_path, 
 
     assert main(["merge-baselines", "--out", str(tmp_path / "out"), str(tmp_path)]) == 2
     assert "no baseline files under" in capsys.readouterr().err
+
+
+def test_a_version_1_file_is_refused_with_the_reason(tmp_path):
+    data = valid()
+    data["schema_version"] = 1
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match="version 1 was recorded without the machine probe"):
+        baselines.load(path)
+
+
+def test_a_host_bound_variant_gets_the_wider_speed_and_stack_tolerance():
+    measured = {"eager": {"bound": "host", "quality": {}}, "compile": {"bound": "gpu", "quality": {}}}
+    new = baselines.updated(None, {}, {}, "2025-02-02T00:00:00Z", measured)["variants"]
+    assert new["eager"]["tolerance"]["speed"] == baselines.HOST_BOUND_TOLERANCE["speed"] > \
+        new["compile"]["tolerance"]["speed"] == baselines.DEFAULT_TOLERANCE["speed"]
+    assert new["eager"]["tolerance"]["stack"] > new["compile"]["tolerance"]["stack"]

@@ -75,9 +75,10 @@ def quantize_nodes(model):
     return [n for n in model.graph.node if n.op_type == "TRT_FP8QuantizeLinear"]
 
 
-def test_variant_is_untimed_and_in_place():
+def test_variant_is_untimed_and_paired_with_eager():
     v = variants.get("modelopt_fp8")
-    assert (v.timed, v.in_place) == (False, True)
+    # Quantizers are swapped into the harness's copy of the transformer; eager's weights are only read.
+    assert (v.timed, v.in_place) == (False, False)
     assert v.params == {"calib_size": fp8.DEFAULT_CALIB_SIZE}
 
 

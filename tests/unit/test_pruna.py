@@ -70,11 +70,27 @@ def test_missing_pruna_is_a_skip_naming_the_install_command(name, monkeypatch, t
 
 @needs_pruna
 @pytest.mark.parametrize("name", VARIANTS)
-def test_smash_wraps_the_same_pipeline_without_copying_it(name, smashed):
+def test_smash_wraps_the_pipeline_it_is_given_without_copying_it(name, smashed):
     pipe, obj = smashed(name)
-    # A copy would double GPU memory; sharing the modules is why the variants are registered in_place.
+    # A copy would double GPU memory: smash changes the pipeline it is handed, which is why the harness hands it
+    # share_modules' copy (the next test), and the variants can be paired with eager (not in_place).
     assert obj.model is pipe
-    assert get(name).in_place
+    assert not get(name).in_place
+
+
+@needs_pruna
+def test_built_on_the_harness_copy_fora_leaves_eager_as_it_was(tmp_path, eager_image):
+    from fluxperf.bench import share_modules
+
+    eager = build_pipeline(SCENARIO)
+    forwards = [block.forward for block in eager.transformer.transformer_blocks]
+    obj = get("pruna_cache").build(share_modules(eager), SCENARIO, _params("pruna_cache", tmp_path))
+    assert not torch.equal(_render(obj), eager_image)  # the copy caches
+    assert [block.forward for block in eager.transformer.transformer_blocks] == forwards
+    assert torch.equal(_render(eager), eager_image)  # eager still renders eager's image
+    # No second copy of the weights: the copy's parameters are eager's tensors.
+    copy_params = obj.model.transformer.parameters()
+    assert all(a is b for a, b in zip(eager.transformer.parameters(), copy_params))
 
 
 @needs_pruna

@@ -36,7 +36,9 @@ def test_infinite_psnr_summarizes_prints_and_serializes_without_crashing():
     assert math.isinf(s.mean) and math.isinf(s.worst)
     assert quality.fmt("psnr_db", s.mean) == "identical" and quality.json_value(s.mean) is None
     mixed = quality.summarize("psnr_db", [math.inf, 30.0, 40.0])
-    assert mixed.mean == 35.0 and mixed.worst == 30.0 and mixed.worst_index == 1
+    # Pooled: mean MSE (0 + 1e-3 + 1e-4) / 3, so 10·log10(3 / 1.1e-3).
+    assert mixed.mean == pytest.approx(10 * math.log10(3 / 1.1e-3)) and mixed.worst == 30.0
+    assert mixed.worst_index == 1
     assert quality.fmt("psnr_db", 30.0) == "30.00 dB" and quality.json_value(30.0) == 30.0
 
 
@@ -78,30 +80,61 @@ def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_pat
     assert "--fluxperf-lpips-random-backbone" in message
 
 
-def _judge_lpips_mean(recorded_backbone: str, backbone: str, mean: float):
-    """tests/perf/test_quality.py's floor-and-baseline check for LPIPS, on a stand-in bench and result."""
+def _result(metric: str, values: list[float], backbone: str | None = None):
     from types import SimpleNamespace
-    from fluxperf.bench import LOSSY_FLOOR
-    from fluxperf.scenario import Scenario
-    from tests.perf.test_quality import _check_floor_and_baseline
 
-    entry = {"params": {}, "tolerance": {"lpips": 0.02},
-             "quality": {"lpips_mean": 0.01, "lpips_backbone": recorded_backbone}}
-    result = SimpleNamespace(name="v", lossless=False, params={}, worst_pair_png="pair.png",
-                             quality={"lpips": {"values": [mean], "mean": mean, "worst": mean,
-                                                "worst_item": [0, 0], "backbone": backbone}})
-    bench = SimpleNamespace(
-        scenario=Scenario(model="tiny"), results={"v": result}, baseline_path="b.json",
-        settings=SimpleNamespace(update_baselines=False, require_baseline=True),
-        floors=lambda r: dict(LOSSY_FLOOR), baseline_entry=lambda name: entry)
-    _check_floor_and_baseline(bench, result, "lpips")
+    s = quality.summarize(metric, values)
+    q = {"values": values, "mean": s.mean, "worst": s.worst, "worst_item": [s.worst_index, 0]}
+    if backbone:
+        q["backbone"] = backbone
+    return SimpleNamespace(name="v", lossless=False, worst_pair_png="pair.png", quality={metric: q})
+
+
+def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, backbone: str | None = None):
+    """The baseline half of tests/perf/test_quality.py's check, through the same library calls."""
+    from fluxperf import stats, verdicts
+
+    entry = {"params": {}, "tolerance": {metric: tolerance}, "quality": recorded}
+    result = _result(metric, values, backbone)
+    reason = verdicts.quality_skip_reason(result, metric, entry)
+    if reason:
+        return reason
+    return verdicts.quality_baseline(result, metric, entry, stats.Context("b.json", "rebaseline"), ["a prompt"])
 
 
 def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
+    recorded = {"lpips_mean": 0.01, "lpips_backbone": "random"}
     # 0.2 is under the lossy floor (0.4) but far past the baseline's 0.01 + 0.02.
-    with pytest.raises(AssertionError, match=r"mean lpips 0.2000 vs baseline 0.0100"):
-        _judge_lpips_mean("random", "random", 0.2)
-    # Recorded on a random backbone, measured on AlexNet: different scales, only the floor applies.
-    _judge_lpips_mean("random", "alexnet", 0.2)
-    _judge_lpips_mean("alexnet", "random", 0.2)
-    _judge_lpips_mean("random", "random", 0.02)
+    v = _judge("lpips", [0.2], recorded, 0.02, "random")
+    assert v.status == "FAIL" and "mean lpips 0.2000 vs baseline 0.0100" in v.message
+    # Recorded on a random backbone, measured on AlexNet: different scales, skipped with the reason.
+    assert "different scales" in _judge("lpips", [0.2], recorded, 0.02, "alexnet")
+    assert "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02, "random")
+    assert _judge("lpips", [0.02], recorded, 0.02, "random").status == "PASS"
+
+
+def test_a_baseline_entry_without_quality_is_a_reason_to_skip_never_a_pass():
+    assert "records no image quality" in _judge("ssim", [0.99], {}, 0.02)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_variant_closer_to_eager_never_fails_the_psnr_baseline(seed):
+    """Identical images used to drop out of the mean, so getting closer to eager could lower it. Pooled, moving
+    any image closer (to identical, too) only raises the aggregate, and the check never fails for it."""
+    import random
+
+    rng = random.Random(seed)
+    before = [rng.choice([math.inf, rng.uniform(30, 50)]) for _ in range(rng.randint(1, 8))]
+    if all(math.isinf(v) for v in before):
+        before[0] = 40.0
+    recorded = {"psnr_db_mean": quality.summarize("psnr_db", before).mean}
+    closer = [math.inf if rng.random() < 0.3 else v + rng.uniform(0, 10) for v in before]
+    verdict = _judge("psnr_db", closer, recorded, 0.0)
+    assert verdict.status == "PASS", (before, closer, verdict.message)
+
+
+def test_fifty_five_identical_images_and_one_at_36_db_do_not_score_36_db():
+    pooled = quality.summarize("psnr_db", [math.inf] * 55 + [36.0]).mean
+    assert pooled == pytest.approx(36.0 + 10 * math.log10(56))
+    # The old mean over finite values scored this set 36.0 dB, below a set of 56 images at 37 dB.
+    assert pooled > quality.summarize("psnr_db", [37.0] * 56).mean

@@ -60,7 +60,8 @@ def test_report_md_has_the_model_banner_and_a_row_per_variant(bench, tmp_path):
     assert f"> **{report.model_banner('tiny')}**" in md and "TINY toy model" in md
     for name in ("eager", "compile", "broken"):
         assert f"| {name} | " in md, name
-    assert "| compile | 0.500 ± 0.005 (n=5) | 1.99× (1.94–2.04) | – | 42.0 | speedup PASS |" in md
+    assert "| compile | 0.500 ± 0.005 (n=5) | 1.99× (1.94–2.04) | paired | – / – host-bound | – | 42.0 | speedup PASS |" in md
+    assert "## Environment" in md
     assert "![latency per variant](latency.png)" in md
     assert "PSNR" in md and "identical / identical" in md
 

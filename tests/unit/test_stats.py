@@ -1,315 +1,191 @@
-"""The speed decision rule, simulated: seeded sessions with GPU-like noise run through the suite's whole procedure.
+"""The speed and stack rules, simulated: seeded sessions run through fluxperf's own verdict procedure.
 
-The noise model lives in one function, gpu_like_samples(), so that it can be swapped for resampling real
-H100 latencies without touching the properties below.
+A simulated session fills a bench.VariantResult exactly as Bench.time_rounds does (a probe sample before every
+call, eager and the variant alternating) and hands it to fluxperf.verdicts, whose loop asks it for more rounds
+while the verdict is inconclusive. Baselines are written by baselines.entry and baselines.updated. Nothing of the
+procedure is re-implemented here: only the machine is simulated.
+
+The noise model, fitted to the sessions in docs/results.md (H200, synthetic model, 512², 28 steps):
+- between sessions the host's speed moves eager by a log-sd of 0.24 (eager medians 1.91, 2.16, 3.34, 3.41,
+  2.31, 2.23, 1.88, 2.42, 1.98 and 2.06 s per image in ten sessions on H200s), while the GPU moves compile by
+  0.8% (1.218 to 1.242 s); eager follows the host probe with an elasticity of 0.85 and a residual log-sd of
+  0.03 (eager over the small-op loop's time: 24.6k, 25.9k and 24.6k in three sessions);
+- within a session the host wobbles call to call (log-sd 0.10) and both eager and the probe sample taken just
+  before it feel it (eager's per-call log-sd was 0.055 to 0.165 in those sessions, its correlation with the
+  adjacent probe 0.7 to 0.9); compile's per-call log-sd is 1%; 3% of calls are 10-30% slower outliers;
+- the GPU probe's matmul varies by a log-sd of 2.5% per sample and its copy by 1%, the small-op loop by 5%
+  beyond the host's wobble.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import types
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-import torch
-from scipy import stats as sps
 
-import fluxperf.bench as bench_mod
-from fluxperf import baselines, stats
-from fluxperf.bench import Bench, LiveRun, Settings, VariantResult
-from fluxperf.scenario import Scenario
+from fluxperf import baselines, stats, verdicts
+from fluxperf.bench import BASELINE_ROUNDS, VariantResult
+from fluxperf.probe import PROBES
 
 TRIALS = 1000
 ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
-BASELINE_ROUNDS = bench_mod.BASELINE_ROUNDS  # rounds when --fluxperf-update-baselines records
-CV = 0.025                            # per-image coefficient of variation of FLUX latency on an H100
-EAGER_S, VARIANT_S = 1.20, 0.80       # seconds per image; a 1.5x variant
-TOL = baselines.DEFAULT_TOLERANCE["speedup"]
-WHERE = "baselines/nvidia-h100/flux-512x512.json"
-AGAIN = "pytest -m gpu --fluxperf-update-baselines"
-SMALL = Scenario(height=64, width=64, steps=2, dtype="float32", device="cpu", prompts=("a", "b"))
+EAGER_S, GPU_VARIANT_S, HOST_VARIANT_S = 2.2, 1.23, 1.0
+PROBE_S = {"matmul_s": 180e-6, "copy_s": 131e-6, "launch_s": 80e-6}
+SIGMA = {"host_session": 0.24, "gpu_session": 0.008, "eager_residual": 0.03, "host_call": 0.10,
+         "eager_call": 0.03, "gpu_call": 0.01, "matmul": 0.025, "copy": 0.01, "launch": 0.05}
+# Eager has a GPU-bound floor (1.53 s of kernels per 2.3 s image): it follows the host less than one for one.
+# Two H200 sessions whose host probe ran 0.76× and 0.78× the baseline's gave eager 0.81× and 0.79×.
+EAGER_HOST_ELASTICITY = 0.85
+TORCH_UPDATE = ("torch 2.11.0 → 2.12.0",)
+CTX = stats.Context("baselines/nvidia-h200/synthetic.json", "pytest -m gpu --fluxperf-update-baselines")
 
 
-def gpu_like_samples(rng: np.random.Generator, median_s: float, n: int, cv: float = CV,
-                     drift: float = 0.0) -> np.ndarray:
-    """n per-image latencies in time order, shaped like real GPU samples.
+@dataclass(frozen=True)
+class World:
+    """What differs from the baseline session: factors on eager, on the variant, and on the machine itself.
 
-    Log-normal noise with coefficient of variation `cv` around `median_s`; about 3% of images hit a heavy
-    right-tail outlier 10-30% slower (a clock dip, a host hiccup); `drift` is a slow linear change from the
-    first to the last sample (thermal, a co-tenant), as a fraction. Replace with resampling real samples.
-    """
-    sigma = math.sqrt(math.log1p(cv ** 2))
-    x = median_s * rng.lognormal(0.0, sigma, n)
-    outlier = rng.random(n) < 0.03
-    x = np.where(outlier, x * (1 + rng.uniform(0.10, 0.30, n)), x)
-    return x * (1 + drift * np.arange(n) / max(n - 1, 1))
+    `host` and `gpu` slow the machine (the probe sees them and so does every pipeline bound by that resource);
+    `eager` and `variant` slow one pipeline alone, where no probe can see it."""
+    eager: float = 1.0
+    variant: float = 1.0
+    host: float = 1.0
+    gpu: float = 1.0
 
 
-def paired_session(rng, eager_s: float, variant_s: float, cv: float = CV, drift: float = 0.0,
-                   rounds: int = MAX_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
-    """A session of paired rounds laid out as bench.time_rounds does: round r is calls 2r and 2r+1,
-    eager first on even rounds and variant first on odd ones; drift runs across the whole session."""
-    e = gpu_like_samples(rng, eager_s, 2 * rounds, cv, drift)
-    v = gpu_like_samples(rng, variant_s, 2 * rounds, cv, drift)
-    r = np.arange(rounds)
-    eager_first = r % 2 == 0
-    return e[np.where(eager_first, 2 * r, 2 * r + 1)], v[np.where(eager_first, 2 * r + 1, 2 * r)]
+class Session:
+    """One simulated pytest session of one variant: a machine state drawn once, then calls on demand."""
+
+    def __init__(self, rng, world: World, bound: str = "gpu"):
+        self.rng, self.world, self.bound = rng, world, bound
+        self.host = math.exp(rng.normal(0, SIGMA["host_session"])) * world.host
+        self.gpu = math.exp(rng.normal(0, SIGMA["gpu_session"])) * world.gpu
+        self.residual = math.exp(rng.normal(0, SIGMA["eager_residual"]))
+        busy = 0.9 if bound == "gpu" else 0.67
+        self.result = VariantResult("fast", device="cuda", kernel_s=busy * self._median_variant())
+
+    def _median_variant(self) -> float:
+        if self.bound == "gpu":
+            return GPU_VARIANT_S * self.gpu * self.world.variant
+        return HOST_VARIANT_S * self.host * self.residual * self.world.variant
+
+    def _noise(self, sigma: float) -> float:
+        x = math.exp(self.rng.normal(0, sigma))
+        return x * (1 + self.rng.uniform(0.10, 0.30)) if self.rng.random() < 0.03 else x
+
+    def _call(self, eager: bool) -> None:
+        wobble = math.exp(self.rng.normal(0, SIGMA["host_call"]))
+        r = self.result
+        probe = r.eager_probe if eager else r.probe
+        probe["matmul_s"].append(PROBE_S["matmul_s"] * self.gpu * math.exp(self.rng.normal(0, SIGMA["matmul"])))
+        probe["copy_s"].append(PROBE_S["copy_s"] * self.gpu * math.exp(self.rng.normal(0, SIGMA["copy"])))
+        probe["launch_s"].append(PROBE_S["launch_s"] * self.host * wobble
+                                 * math.exp(self.rng.normal(0, SIGMA["launch"])))
+        if eager:
+            r.eager_s.append(EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
+                             * self._noise(SIGMA["eager_call"]))
+        elif self.bound == "gpu":
+            r.variant_s.append(self._median_variant() * self._noise(SIGMA["gpu_call"]))
+        else:
+            r.variant_s.append(self._median_variant() * wobble * self._noise(SIGMA["eager_call"]))
+
+    def more_rounds(self, k: int) -> None:
+        """k paired rounds laid out as Bench.time_rounds does: eager first on even rounds."""
+        for _ in range(k):
+            first_eager = len(self.result.variant_s) % 2 == 0
+            for eager in ((True, False) if first_eager else (False, True)):
+                self._call(eager)
 
 
-def record_baseline(rng, eager_s: float = EAGER_S, variant_s: float = VARIANT_S, cv: float = CV) -> dict:
-    """A baseline entry as --fluxperf-update-baselines writes it: one session of BASELINE_ROUNDS rounds (the
-    speed test is skipped while updating, so no extra rounds), through VariantResult and baselines.updated."""
-    e, v = paired_session(rng, eager_s, variant_s, cv, rounds=BASELINE_ROUNDS)
-    entry = VariantResult("fast", eager_s=list(e), variant_s=list(v)).baseline_entry()
-    return baselines.updated(None, {}, {}, "2025-01-01T00:00:00Z", {"fast": entry})["variants"]["fast"]
+def record_baseline(rng, bound: str = "gpu") -> dict:
+    """A baseline entry as --fluxperf-update-baselines writes it: one session of BASELINE_ROUNDS rounds."""
+    s = Session(rng, World(), bound)
+    s.more_rounds(BASELINE_ROUNDS)
+    entry = baselines.entry(s.result)
+    return baselines.updated(None, {}, {}, "2026-12-01T00:00:00Z", {"fast": entry})["variants"]["fast"]
 
 
-def judge(e, v, baseline) -> stats.Verdict:
-    """One judgement exactly as tests/perf/test_speed.py::test_speedup_holds makes it."""
-    return stats.judge_speedup("fast", stats.speedup(e, v, paired=True), baseline, WHERE, AGAIN,
-                               eager_latency_s=stats.median_spread(e)[0], variant_latency_s=stats.median_spread(v)[0])
+def judge(rng, world: World, bound: str = "gpu", changes=()) -> tuple[stats.Verdict, stats.Verdict]:
+    """A baseline session and a check session: the speed verdict (with its extra rounds) and the stack verdict."""
+    entry = record_baseline(rng, bound)
+    session = Session(rng, world, bound)
+    session.more_rounds(ROUNDS)
+    ctx = replace(CTX, changes=tuple(changes))
+    speed = verdicts.speed(session, entry, ctx, ROUNDS, MAX_ROUNDS, eager_bound="host")
+    return speed, verdicts.stack(session.result, entry, ctx)
 
 
-def check_session(e_all, v_all, baseline, rounds: int = ROUNDS, max_rounds: int = MAX_ROUNDS):
-    """test_speedup_holds' procedure: judge after `rounds`, and while INCONCLUSIVE add `rounds` more up to the cap."""
-    n = rounds
-    verdict = judge(e_all[:n], v_all[:n], baseline)
-    while verdict.status == stats.INCONCLUSIVE and n < max_rounds:
-        n += min(rounds, max_rounds - n)
-        verdict = judge(e_all[:n], v_all[:n], baseline)
-    return verdict, n
-
-
-def simulate(seed: int, variant_factor: float, trials: int = TRIALS, eager_factor: float = 1.0,
-             drift: float = 0.0) -> dict[str, float]:
-    """Verdict rates over `trials` pairs of sessions: a baseline recording, then a check session whose eager and
-    variant run `eager_factor` and `variant_factor` times as long as when the baseline was recorded."""
+def rates(seed: int, world: World, bound: str = "gpu", changes=(), trials: int = TRIALS) -> dict:
     rng = np.random.default_rng(seed)
-    counts = {stats.PASS: 0, stats.FAIL: 0, stats.INCONCLUSIVE: 0}
+    out = {"speed": {}, "stack": {}, "messages": []}
     for _ in range(trials):
-        baseline = record_baseline(rng)
-        e, v = paired_session(rng, EAGER_S * eager_factor, VARIANT_S * variant_factor, drift=drift)
-        counts[check_session(e, v, baseline)[0].status] += 1
-    return {k: c / trials for k, c in counts.items()}
+        speed, stack = judge(rng, world, bound, changes)
+        for kind, v in (("speed", speed), ("stack", stack)):
+            out[kind][v.status] = out[kind].get(v.status, 0) + 1 / trials
+        out["messages"].append((speed, stack))
+    return out
 
 
-class _OneSampleT:
-    """The closed form of scipy's one-sample t interval, without its per-call argument handling."""
+def share(messages, which: int, status: str, text: str = "") -> float:
+    return sum(m[which].status == status and text in m[which].message for m in messages) / len(messages)
 
-    def __init__(self, d):
-        self.d = np.asarray(d, dtype=float)
 
-    def confidence_interval(self, confidence):
-        n, mean = len(self.d), self.d.mean()
-        half = _t_quantile(n - 1, confidence) * self.d.std(ddof=1) / math.sqrt(n)
-        return mean - half, mean + half
+# ----- the table the README states, row by row (a GPU-bound variant such as compile) -----------------------------
 
+def test_nothing_changed_fails_at_most_one_percent_of_sessions():
+    r = rates(1, World())
+    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]  # same software: the stack verdict can only warn
 
-@functools.lru_cache(maxsize=None)
-def _t_quantile(df: int, confidence: float) -> float:
-    return float(sps.t.ppf((1 + confidence) / 2, df))
 
+def test_the_variant_alone_ten_percent_slower_fails_at_least_95_percent():
+    r = rates(2, World(variant=1.10))
+    assert r["speed"].get(stats.FAIL, 0) >= 0.95, r["speed"]
 
-@pytest.fixture
-def fast_t(monkeypatch):
-    """Thousands of sessions in seconds: scipy's ttest_1samp costs milliseconds a call on this shared CPU, so the
-    simulations use its closed form (checked equal to scipy's below); fluxperf's rule runs unchanged."""
-    monkeypatch.setattr(stats, "sps", types.SimpleNamespace(ttest_1samp=lambda d, popmean: _OneSampleT(
-        np.asarray(d, dtype=float) - popmean), ttest_ind=sps.ttest_ind))
 
+def test_the_variant_alone_five_percent_slower_fails_at_least_80_percent_at_the_round_cap():
+    r = rates(3, World(variant=1.05))
+    assert r["speed"].get(stats.FAIL, 0) >= 0.80, r["speed"]
 
-def test_the_fast_t_interval_equals_scipys():
-    rng = np.random.default_rng(0)
-    for n in (2, 5, 13, 20):
-        d = rng.normal(0.1, 0.05, n)
-        want = sps.ttest_1samp(d, 0.0).confidence_interval(stats.CONFIDENCE)
-        got = _OneSampleT(d).confidence_interval(stats.CONFIDENCE)
-        assert got == pytest.approx(tuple(want), rel=1e-12)
 
+@pytest.mark.parametrize("factor", [1.3, 1 / 1.3])
+def test_eager_alone_moving_30_percent_never_fails_and_says_eager_moved(factor):
+    r = rates(4, World(eager=factor))
+    assert r["speed"].get(stats.FAIL, 0) == 0, r["speed"]
+    moved = [v for v, _ in r["messages"] if abs(v.details["eager_change"]) > math.log1p(0.03)]
+    assert len(moved) > TRIALS / 2, "eager moving 30% should be seen in most sessions"
+    assert all("; eager moved (" in v.message for v in moved), \
+        next(v.message for v in moved if "; eager moved (" not in v.message)
 
-# ----- the properties of the whole procedure ------------------------------------------------------------------
 
-simulated = pytest.mark.usefixtures("fast_t")
+def test_everything_ten_percent_slower_on_the_same_software_warns_whole_machine_slower():
+    r = rates(5, World(host=1.10, gpu=1.10))
+    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
+    assert share(r["messages"], 1, stats.WARN, "the whole machine is slower") >= 0.95, r["stack"]
 
 
-@simulated
-def test_identical_speed_falsely_fails_at_most_one_percent_of_sessions():
-    rates = simulate(seed=1, variant_factor=1.0)
-    assert rates[stats.FAIL] <= 0.01, f"false FAIL rate {rates[stats.FAIL]:.1%} over {TRIALS} trials: {rates}"
+@pytest.mark.parametrize("world", [World(gpu=1.10), World(host=1.10)], ids=["gpu-clocks", "host-cpu"])
+def test_a_slower_gpu_or_host_alone_is_not_a_speed_failure(world):
+    r = rates(6, world)
+    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]
 
 
-@simulated
-def test_identical_speed_with_session_drift_falsely_fails_at_most_one_percent_of_sessions():
-    rates = simulate(seed=2, variant_factor=1.0, drift=0.10)
-    assert rates[stats.FAIL] <= 0.01, f"false FAIL rate {rates[stats.FAIL]:.1%} over {TRIALS} trials: {rates}"
+def test_everything_ten_percent_slower_after_a_library_update_fails_naming_it():
+    r = rates(7, World(eager=1.10, variant=1.10), changes=TORCH_UPDATE)
+    named = sum(any(v.status == stats.FAIL and "torch 2.11.0 → 2.12.0" in v.message for v in pair)
+                for pair in r["messages"]) / TRIALS
+    assert named >= 0.95, (r["speed"], r["stack"])
+    # The stack verdict is the one that names it as the suspect of a whole-stack slowdown.
+    assert share(r["messages"], 1, stats.FAIL, "suspects: torch 2.11.0 → 2.12.0") >= 0.90, r["stack"]
 
 
-@simulated
-def test_a_slowdown_of_twice_the_tolerance_fails_at_least_95_percent_of_sessions():
-    rates = simulate(seed=3, variant_factor=1 + 2 * TOL)
-    assert rates[stats.FAIL] >= 0.95, (f"a {2 * TOL:.0%} variant slowdown was caught in {rates[stats.FAIL]:.1%} "
-                                       f"of {TRIALS} trials: {rates}")
+def test_a_variant_improved_by_20_percent_passes_and_says_the_baseline_is_stale():
+    r = rates(8, World(variant=0.80))
+    assert share(r["messages"], 0, stats.PASS, "which is stale") >= 0.99, r["speed"]
 
 
-@simulated
-def test_an_improvement_never_fails():
-    rates = simulate(seed=4, variant_factor=0.80)
-    assert rates[stats.FAIL] == 0, f"a 20% faster variant FAILed in {rates[stats.FAIL]:.1%} of trials: {rates}"
-
-
-@simulated
-def test_the_same_samples_always_give_the_same_verdict():
-    rng = np.random.default_rng(5)
-    for _ in range(200):
-        baseline = record_baseline(rng)
-        e, v = paired_session(rng, EAGER_S, VARIANT_S * rng.choice([0.9, 1.0, 1.05, 1.1]))
-        first = check_session(e, v, baseline)
-        again = check_session(e.copy(), v.copy(), dict(baseline))
-        assert again == first
-
-
-@simulated
-def test_the_same_seed_gives_the_same_rates():
-    assert simulate(seed=6, variant_factor=1.05, trials=100) == simulate(seed=6, variant_factor=1.05, trials=100)
-
-
-# ----- paired rounds and drift, through Bench.time_rounds itself ---------------------------------------------
-
-class DriftingClock:
-    """Stands in for timing.timed: eager and the variant cost the same, and every call is 1% slower than the last."""
-
-    def __init__(self, per_call: float = 0.01):
-        self.calls, self.per_call = 0, per_call
-
-    def timed(self, fn, device):
-        which = fn()                     # the fake render returns the pipe it was given: "eager" or "variant"
-        seconds = 1.0 * (1 + self.per_call * self.calls)
-        self.calls += 1
-        return seconds, which
-
-
-@pytest.fixture
-def clocked_bench(monkeypatch):
-    bench = Bench(Settings(scenario=SMALL, variants=("eager", "twin"), params={}))
-    clock = DriftingClock()
-    monkeypatch.setattr(bench, "render", lambda pipe, item: pipe)
-    monkeypatch.setattr(bench, "to_u8", lambda out: torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
-    monkeypatch.setattr(bench_mod.timing, "timed", clock.timed)
-    return bench, clock
-
-
-def test_paired_rounds_cancel_a_linear_drift_that_biases_an_unpaired_comparison(clocked_bench):
-    bench, clock = clocked_bench
-    paired = VariantResult("twin")
-    bench.time_rounds(LiveRun(bench, paired, "variant", "eager"), 10)
-    assert len(paired.eager_s) == len(paired.variant_s) == 10
-    # The same drift, but eager's block first and then the variant's (the in-place variants' design).
-    blocks = VariantResult("twin", paired=False)
-    blocks.eager_s = [clock.timed(lambda: "eager", "cpu")[0] for _ in range(10)]
-    bench.time_rounds(LiveRun(bench, blocks, "variant", None), 10)
-
-    sp_paired, sp_blocks = paired.speedup(), blocks.speedup()
-    assert abs(math.log(sp_paired.value)) < 0.002, sp_paired
-    assert sp_paired.ci_low <= 1.0 <= sp_paired.ci_high, sp_paired
-    # Unpaired, the same drift makes the variant look slower by more than the whole 5% speedup tolerance.
-    assert sp_blocks.value < 1 - TOL, f"blocks under a 1%/call drift should look ~7% slower: {sp_blocks}"
-
-
-def test_paired_rounds_alternate_which_pipe_runs_first(clocked_bench):
-    bench, _ = clocked_bench
-    order = []
-    bench.render = lambda pipe, item: order.append(pipe) or pipe
-    bench.time_rounds(LiveRun(bench, VariantResult("twin"), "variant", "eager"), 4)
-    assert order == ["eager", "variant", "variant", "eager", "eager", "variant", "variant", "eager"]
-
-
-# ----- judge_speedup on chosen estimates ----------------------------------------------------------------------
-
-BASELINE = {"speedup": 2.0, "latency_s": 0.5, "eager_latency_s": 1.0,
-            "tolerance": dict(baselines.DEFAULT_TOLERANCE)}       # limit 1.90x; latency tolerance 10%
-
-
-def est(value: float, half: float = 0.02, n: int = 10) -> stats.Speedup:
-    return stats.Speedup(value, value - half, value + half, n, "paired")
-
-
-def test_a_speedup_whose_whole_interval_is_below_the_limit_fails():
-    assert stats.judge_speedup("fast", est(1.80), BASELINE, WHERE, AGAIN).status == stats.FAIL
-
-
-def test_a_speedup_whose_whole_interval_clears_the_limit_passes():
-    assert stats.judge_speedup("fast", est(1.95), BASELINE, WHERE, AGAIN).status == stats.PASS
-
-
-def test_an_interval_straddling_the_limit_is_inconclusive():
-    v = stats.judge_speedup("fast", est(1.90, half=0.05), BASELINE, WHERE, AGAIN)
-    assert v.status == stats.INCONCLUSIVE and "straddles" in v.message
-
-
-def test_an_interval_of_nan_is_inconclusive_for_too_few_samples():
-    v = stats.judge_speedup("fast", stats.speedup([1.0], [0.5], paired=True), BASELINE, WHERE, AGAIN)
-    assert v.status == stats.INCONCLUSIVE and "too few samples" in v.message
-
-
-def test_a_failure_message_names_variant_value_interval_baseline_limit_file_and_rebaseline_command():
-    v = stats.judge_speedup("fast", stats.Speedup(1.80, 1.77, 1.83, 20, "paired"), BASELINE, WHERE, AGAIN)
-    assert v.status == stats.FAIL
-    for part in ("fast:", "speedup 1.80×", "95% CI 1.77–1.83", "n=20 paired", "baseline 2.00×", "tolerance 5%",
-                 "limit 1.90×", WHERE, AGAIN):
-        assert part in v.message, f"{part!r} missing from: {v.message}"
-
-
-def test_eager_getting_faster_while_the_variant_held_is_inconclusive_not_a_failure():
-    # Eager 30% faster than at recording time, the variant's latency unchanged: the speedup drops to 1.4x.
-    v = stats.judge_speedup("fast", est(1.40), BASELINE, WHERE, AGAIN, eager_latency_s=0.70, variant_latency_s=0.50)
-    assert v.status == stats.INCONCLUSIVE, v.message
-    assert "0.70×" in v.message and "not a regression of fast" in v.message, v.message
-
-
-def test_eager_getting_faster_does_not_excuse_a_variant_that_slowed_down():
-    # Same faster eager, but the variant itself is 15% slower than its baseline latency: a real regression.
-    v = stats.judge_speedup("fast", est(1.22), BASELINE, WHERE, AGAIN, eager_latency_s=0.70, variant_latency_s=0.575)
-    assert v.status == stats.FAIL, v.message
-
-
-def test_a_slower_speedup_with_eager_unchanged_fails_even_when_latencies_are_given():
-    v = stats.judge_speedup("fast", est(1.70), BASELINE, WHERE, AGAIN, eager_latency_s=1.0, variant_latency_s=0.59)
-    assert v.status == stats.FAIL, v.message
-
-
-def test_a_speedup_much_faster_than_the_baseline_passes_and_flags_the_baseline_stale():
-    v = stats.judge_speedup("fast", est(2.30), BASELINE, WHERE, AGAIN)
-    assert v.status == stats.PASS and v.stale
-    assert "stale" in v.message and AGAIN in v.message
-
-
-def test_a_speedup_within_the_tolerance_above_the_baseline_is_not_stale():
-    v = stats.judge_speedup("fast", est(2.05), BASELINE, WHERE, AGAIN)
-    assert v.status == stats.PASS and not v.stale
-
-
-# ----- judge_ratio (peak memory, latency) ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("value, status", [(10.9, stats.PASS), (11.0, stats.PASS), (11.2, stats.FAIL)])
-def test_peak_memory_fails_only_past_the_baseline_times_one_plus_tolerance(value, status):
-    v = stats.judge_ratio("fast", "peak_mem_gb", value, 10.0, 0.10, " GB", WHERE)
-    assert v.status == status, v.message
-
-
-def test_peak_memory_message_names_variant_metric_values_limit_and_file():
-    v = stats.judge_ratio("fast", "peak_mem_gb", 12.0, 10.0, 0.10, " GB", WHERE)
-    for part in ("fast:", "peak_mem_gb 12.000 GB", "baseline 10.000 GB", "tolerance 10%", "limit 11.000 GB", WHERE):
-        assert part in v.message, f"{part!r} missing from: {v.message}"
-
-
-# ----- the estimator itself -------------------------------------------------------------------------------------
-
-def test_speedup_is_the_geometric_mean_of_eager_over_variant():
-    sp = stats.speedup([2.0, 8.0], [1.0, 2.0], paired=True)   # ratios 2 and 4: geometric mean sqrt(8)
-    assert sp.value == pytest.approx(math.sqrt(8)) and sp.ci_low < sp.value < sp.ci_high
-
-
-def test_paired_samples_of_different_lengths_are_rejected():
-    with pytest.raises(ValueError, match="3 eager vs 2 variant"):
-        stats.speedup([1, 1, 1], [1, 1], paired=True)
+def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
+    r = rates(9, World(), changes=("fluxperf commit 1111111111 → 2222222222",))
+    assert r["stack"].get(stats.FAIL, 0) <= 0.01, r["stack"]

@@ -1,4 +1,5 @@
-"""The GitHub workflows: lint-clean, and unable to hand the self-hosted GPU runner to a fork or a write token."""
+"""The GitHub workflows: lint-clean, unable to hand the self-hosted GPU runner to a fork or a write token, and
+installing only the versions in the reviewed lock file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 yaml = pytest.importorskip("yaml", reason="pyyaml missing: pip install -e '.[test]'")
 
@@ -60,7 +63,7 @@ def _workflow(name: str) -> dict:
 
 
 def test_workflows_exist():
-    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "nightly.yml", "pr-gpu.yml", "rebaseline.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "nightly.yml", "pr-gpu.yml", "rebaseline.yml", "lock-update.yml"}
 
 
 # --- linters -----------------------------------------------------------------------------------------------------
@@ -258,6 +261,157 @@ def test_rebaseline_merges_runs_and_proposes_a_pull_request():
     assert "-m fluxperf merge-baselines --out baselines --table rebaseline-table.md runs/run-*" in script
     pr_steps = [s for _, _, s in _steps(workflow) if s.get("uses", "").startswith("peter-evans/create-pull-request@")]
     assert len(pr_steps) == 1 and pr_steps[0]["with"]["add-paths"] == "baselines/**"
+
+
+# --- the GPU jobs install the reviewed lock --------------------------------------------------------------------------
+
+LOCK = ROOT / "requirements" / "gpu.lock"
+LOCK_ARG = "-c requirements/gpu.lock"
+GPU_WORKFLOWS = ["nightly.yml", "pr-gpu.yml", "rebaseline.yml"]
+# name==version and nothing else: no ranges, markers or index options, and no local version (torch==2.x+cu128 is on
+# PyTorch's index, not on PyPI, where the Makefile installs from).
+EXACT_PIN = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>\d[0-9A-Za-z.!]*)")
+PIP_INSTALL = re.compile(r"\bpip3?\"?\s+install\b")
+
+
+def _lock_lines() -> list[str]:
+    return [line for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _pins() -> dict[str, str]:
+    return {canonicalize_name(m["name"]): m["version"] for m in map(EXACT_PIN.fullmatch, _lock_lines()) if m}
+
+
+def _make_installs(tmp_path: Path, *args: str) -> list[str]:
+    """The pip installs `make venv pruna ARGS` would run to build a venv that does not exist yet."""
+    make = shutil.which("make") or pytest.skip("make not on PATH")
+    # Under `make test`, the outer make's command-line variables would reach this one through MAKEFLAGS.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CONSTRAINTS")}
+    result = subprocess.run([make, "-n", "-C", str(ROOT), "venv", "pruna", *args, f"VENV={tmp_path / 'venv'}"],
+                            env=env, capture_output=True, text=True, timeout=60, check=True)
+    return [line for line in result.stdout.splitlines() if PIP_INSTALL.search(line)]
+
+
+def _setup_venv(tmp_path: Path, installed_extra: str = "") -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Runs setup-venv.sh with a `make` that only records its arguments, over a .venv holding exactly the lock's
+    versions plus `installed_extra`."""
+    bash = shutil.which("bash") or pytest.skip("bash not on PATH")
+    (tmp_path / "requirements").mkdir()
+    shutil.copy(LOCK, tmp_path / "requirements" / "gpu.lock")
+    freeze = "grep -v '^#' requirements/gpu.lock\n" + (f"echo {installed_extra}\n" if installed_extra else "")
+    fakes = {"bin/make": 'printf "%s\\n" "$@" >make-args\n', ".venv/bin/pip": freeze}
+    for name, body in fakes.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([bash, str(GITHUB / "scripts" / "setup-venv.sh")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    args = tmp_path / "make-args"
+    return result, args.read_text().splitlines() if args.exists() else []
+
+
+def test_the_gpu_workflows_are_the_self_hosted_ones():
+    # A new workflow on the GPU runner joins GPU_WORKFLOWS, and with it the checks below.
+    on_gpu = {p.name for p in WORKFLOWS if any(_self_hosted(job) for job in _load(p)["jobs"].values())}
+    assert on_gpu == set(GPU_WORKFLOWS)
+
+
+@pytest.mark.parametrize("name", GPU_WORKFLOWS)
+def test_gpu_jobs_build_their_venv_only_through_setup_venv(name):
+    for job_id, job in _workflow(name)["jobs"].items():
+        if not _self_hosted(job):
+            continue
+        runs = [" ".join(step.get("run", "").split()) for step in job["steps"]]
+        around = [r for r in runs if PIP_INSTALL.search(r) or re.search(r"\bmake\b|-m pip\b|\buv\b", r)]
+        assert not around, f"{name}:{job_id} installs around the lock; use .github/scripts/setup-venv.sh: {around}"
+        users = [i for i, r in enumerate(runs) if re.search(r"\.venv/|gpu-suite\.sh|rebaseline\.sh", r)]
+        setup = [i for i, r in enumerate(runs) if r == "bash .github/scripts/setup-venv.sh"]
+        assert not users or (setup and setup[0] < users[0]), f"{name}:{job_id} uses .venv before setup-venv.sh"
+
+
+def test_setup_venv_passes_the_lock_to_every_pip_install(tmp_path):
+    result, args = _setup_venv(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CONSTRAINTS=requirements/gpu.lock" in args, f"setup-venv.sh ran `make {' '.join(args)}`"
+    assert {"venv", "pruna"} <= set(args)
+    installs = _make_installs(tmp_path, *args)
+    unlocked = [line for line in installs if LOCK_ARG not in line]
+    assert installs and not unlocked, f"the Makefile drops CONSTRAINTS from: {unlocked}"
+
+
+def test_plain_make_installs_without_constraints(tmp_path):
+    # `make test` and `make bench` outside the GPU workflows: ranges from pyproject.toml, and no dangling `-c`.
+    installs = _make_installs(tmp_path, "CONSTRAINTS=")
+    assert installs and not [line for line in installs if re.search(r"\s-c\b|--constraint", line)]
+
+
+@pytest.mark.parametrize("extra", ["httpx2==2.16.2", "torch==2.99.0"], ids=["unlisted package", "other version"])
+def test_setup_venv_stops_on_a_version_the_lock_does_not_pin(tmp_path, extra):
+    result, _ = _setup_venv(tmp_path, installed_extra=extra)
+    assert result.returncode != 0 and extra in result.stdout, result.stdout + result.stderr
+
+
+def test_every_pip_install_in_the_workflow_scripts_uses_the_lock():
+    installs = [f"{path.name}: {line.strip()}" for path in sorted((GITHUB / "scripts").glob("*.sh"))
+                for line in path.read_text().splitlines()
+                if PIP_INSTALL.search(line) and not line.lstrip().startswith("#")]
+    assert all(LOCK_ARG in line for line in installs), f"add {LOCK_ARG}: {installs}"
+
+
+def test_lock_holds_exact_pins_only():
+    lines = _lock_lines()
+    loose = [line for line in lines if not EXACT_PIN.fullmatch(line)]
+    assert lines and not loose, f"{LOCK.name}: every line must be name==version: {loose}"
+    names = [canonicalize_name(line.partition("==")[0]) for line in lines]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    assert not twice, f"{LOCK.name}: pinned twice: {twice}"
+
+
+def _direct_requirements() -> list[str]:
+    """What the Makefile's installs ask for by name: pyproject.toml with the test and fp8 extras, pruna.txt, pruna
+    and pip."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"],
+              *project["optional-dependencies"]["fp8"]]
+    for line in (ROOT / "requirements" / "pruna.txt").read_text().splitlines():
+        if line.split("#")[0].strip():
+            wanted.append(line.split("#")[0].strip())
+    pruna = re.findall(r"--no-deps '(pruna==[^']+)'", (ROOT / "Makefile").read_text())
+    assert len(pruna) == 1, "the Makefile's pruna pin moved; update this test"
+    return [*wanted, *pruna, "pip"]
+
+
+def test_lock_pins_every_direct_dependency_within_its_range():
+    pins = _pins()
+    missing, outside = [], []
+    for line in _direct_requirements():
+        requirement = Requirement(line)
+        version = pins.get(canonicalize_name(requirement.name))
+        if version is None:
+            missing.append(requirement.name)
+        elif not requirement.specifier.contains(version, prereleases=True):
+            outside.append(f"{requirement} (locked: {version})")
+    assert not missing, f"{LOCK.name} lacks {missing}; regenerate it with scripts/lock.sh (docs/runner.md)"
+    assert not outside, f"{LOCK.name} pins outside the declared ranges: {outside}; regenerate it"
+
+
+def test_lock_update_proposes_the_lock_as_a_pull_request():
+    workflow = _workflow("lock-update.yml")
+    assert _triggers(workflow) == {"workflow_dispatch"}
+    resolve = [job for job in workflow["jobs"].values()
+               if "bash scripts/lock.sh" in [step.get("run") for step in job["steps"]]]
+    assert len(resolve) == 1, "one job runs scripts/lock.sh"
+    # pip runs packages' build code while it installs; that job gets no write token.
+    assert resolve[0]["permissions"] == {"contents": "read"}
+    python = [step["with"]["python-version"] for step in resolve[0]["steps"]
+              if step.get("uses", "").startswith("actions/setup-python@")]
+    resolved_for = re.findall(r"Resolved for Python ([\d.]+) ", LOCK.read_text())
+    assert python == resolved_for, "lock-update.yml must resolve on the Python the lock header names"
+    pr_steps = [s for _, _, s in _steps(workflow) if s.get("uses", "").startswith("peter-evans/create-pull-request@")]
+    assert len(pr_steps) == 1 and pr_steps[0]["with"]["add-paths"] == "requirements/gpu.lock"
 
 
 # --- the step summary stays under GitHub's 1 MiB limit ---------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The verdict procedures tests/perf calls: rounds until the speed verdict is conclusive, then the rules.
+
+Pure library code: a procedure returns a stats.Verdict and never touches pytest, so the seeded simulations in
+tests/unit/test_stats.py run exactly what a GPU session runs. fluxperf.checks turns verdicts into test outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fluxperf import quality, stats
+from fluxperf.stats import FAIL, INCONCLUSIVE, PASS, Verdict
+
+
+def steps(result, scenario_steps: int) -> Verdict:
+    """Every timed call, eager's and the variant's, ran the scenario's number of denoising steps."""
+    short = [n for n in result.steps if n != scenario_steps]
+    if not result.steps:
+        return Verdict(FAIL, f"{result.name}: no timed call was counted")
+    if short:
+        return Verdict(FAIL, f"{result.name}: {len(short)} of {len(result.steps)} timed calls ran "
+                             f"{sorted(set(short))} denoising steps instead of the scenario's {scenario_steps}: its "
+                             f"timings and images are of less work than the scenario asks; check the variant's "
+                             f"scheduler, step callbacks and num_inference_steps")
+    return Verdict(PASS, f"{result.name}: all {len(result.steps)} timed calls ran {scenario_steps} steps")
+
+
+def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
+          eager_bound: str = "unknown") -> Verdict:
+    """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides), up to
+    `max_rounds`. `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
+    result = live.result
+    base = stats.Run.from_entry(entry)
+    tol = entry["tolerance"]["speed"]
+    while True:
+        # Blocks were timed at the cap already: nothing can be added to eager's side after an in-place build.
+        final = len(result.variant_s) >= max_rounds or not result.paired
+        verdict = stats.judge_speed(result.name, result.run(), base, entry["speedup"], tol, ctx, eager_bound)
+        if verdict.status != INCONCLUSIVE or final:
+            return verdict
+        live.more_rounds(min(rounds, max_rounds - len(result.variant_s)))
+
+
+def stack(result, entry: dict, ctx: stats.Context) -> Verdict:
+    """Did the whole stack get slower? This pipeline's latency against its baseline, net of the machine."""
+    return stats.judge_stack(result.name, result.run(), stats.Run.from_entry(entry), entry["tolerance"]["stack"], ctx)
+
+
+def _note(result, metric: str, prompts) -> str:
+    q = result.quality[metric]
+    p, seed = q["worst_item"]
+    return (f"worst image: prompt {p} ({prompts[p][:60]!r}), seed {seed}, {quality.fmt(metric, q['worst'])}; "
+            f"pair saved at {result.worst_pair_png}")
+
+
+def quality_floor(result, metric: str, floor: float, prompts) -> Verdict:
+    """Every image meets the variant's floor against eager's image of the same prompt and seed."""
+    q = result.quality[metric]
+    better = quality.HIGHER_IS_BETTER[metric]
+    below = [v for v in q["values"] if (v < floor if better else v > floor)]
+    kind = "lossless" if result.lossless else "lossy"
+    if below:
+        return Verdict(FAIL, f"{result.name}: {len(below)}/{len(q['values'])} images {'below' if better else 'above'} "
+                             f"the {metric} floor {floor} ({kind} variant); {_note(result, metric, prompts)}")
+    return Verdict(PASS, f"{result.name}: every image meets the {metric} floor {floor}")
+
+
+def quality_baseline(result, metric: str, entry: dict, ctx: stats.Context, prompts) -> Verdict | None:
+    """The aggregate against the baseline's; None when the baseline can't be compared (the reason is returned
+    by quality_skip_reason)."""
+    recorded = entry.get("quality") or {}
+    q = result.quality[metric]
+    better = quality.HIGHER_IS_BETTER[metric]
+    base = recorded.get(f"{metric}_mean")
+    if base is None and metric == "psnr_db":
+        base = math.inf  # the baseline's images were identical to eager's
+    tol = entry["tolerance"][metric]
+    mean = q["mean"]
+    limit = base - tol if better else base + tol
+    regressed = mean < limit if better else mean > limit
+    facts = (f"{result.name}: {'pooled' if metric == 'psnr_db' else 'mean'} {metric} {quality.fmt(metric, mean)} vs "
+             f"baseline {quality.fmt(metric, base)} (tolerance {tol}, limit {quality.fmt(metric, limit)}) [{ctx.where}]")
+    if regressed:
+        return Verdict(FAIL, f"{facts}; {_note(result, metric, prompts)}; if intended: {ctx.rebaseline}")
+    return Verdict(PASS, facts)
+
+
+def quality_skip_reason(result, metric: str, entry: dict) -> str | None:
+    """Why the aggregate can't be compared with this baseline entry, or None when it can."""
+    recorded = entry.get("quality") or {}
+    if not recorded:
+        return f"the baseline entry for {result.name} records no image quality"
+    if metric == "lpips" and recorded.get("lpips_mean") is None:
+        return f"the baseline entry for {result.name} has no LPIPS (it was unavailable when recorded)"
+    if metric == "lpips" and recorded.get("lpips_backbone") != result.quality["lpips"].get("backbone"):
+        return (f"the baseline's LPIPS used the {recorded.get('lpips_backbone')} backbone, this session the "
+                f"{result.quality['lpips'].get('backbone')} one: different scales, only the floor applies")
+    return None
+
+
+__all__ = ["steps", "speed", "stack", "quality_floor", "quality_baseline", "quality_skip_reason", "PASS", "FAIL"]
