@@ -10,14 +10,14 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from fluxperf import baselines, environment, progress, quality, stats, timing, variants
+from fluxperf import baselines, environment, quality, roofline, stats, timing, variants
 from fluxperf.models import build_pipeline, max_sequence_length, torch_dtype
+from fluxperf.options import Settings
 from fluxperf.probe import PROBES, Probe
-from fluxperf.scenario import Scenario
+from fluxperf.progress import Progress
 
 # Eager rendering the same prompt and seed twice should be bit-identical. On GPUs whose kernels are
 # nondeterministic it may not be; below this PSNR the session warns that quality verdicts are unreliable.
@@ -34,29 +34,6 @@ GPU_BOUND_BUSY = 0.85
 # Floors each image must meet against eager. Lossless variants (compile) must be near-identical.
 LOSSLESS_FLOOR = {"ssim": 0.98, "psnr_db": 35.0, "lpips": 0.02}
 LOSSY_FLOOR = {"ssim": 0.5, "psnr_db": 15.0, "lpips": 0.4}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the plugin resolved from options; plain values only."""
-    scenario: Scenario
-    variants: tuple[str, ...]
-    params: dict[str, Any]
-    rounds: int = 5
-    max_rounds: int = 40
-    cache_dir: Path = Path("~/.cache/fluxperf").expanduser()
-    baseline_dir: Path = Path("baselines")
-    report_dir: Path = Path("reports")
-    repo_dir: Path = Path(".")
-    update_baselines: bool = False
-    require_baseline: bool = False
-    lpips_random_backbone: bool = False
-    floors: dict[str, dict[str, float]] = field(default_factory=dict)
-    grid_images: int = 4
-    # The pytest-xdist worker (gw0, gw1, ...) this session runs in; None in a single-process session.
-    worker: str | None = None
-    # The command that re-records this session's baseline (options.rebaseline_command); shown in messages.
-    rebaseline: str = "pytest -m gpu --fluxperf-update-baselines"
 
 
 @dataclass
@@ -82,6 +59,8 @@ class VariantResult:
     warmup_s: dict = field(default_factory=lambda: {"eager": [], "variant": []})
     paired: bool = True
     kernel_s: float | None = None                         # GPU kernel time of one untimed call
+    work: roofline.Work | None = None                     # the transformer's counted work per image
+    adaptive: bool = False                                # a threshold cache: its hit rate depends on the weights
     peak_mem_gb: float | None = None
     quality: dict = field(default_factory=dict)     # metric -> {"values", "mean", "worst", "worst_item"}
     lpips_error: str | None = None
@@ -185,8 +164,12 @@ class StepCounter:
 
 
 class Bench:
-    def __init__(self, settings: Settings):
+    """One pytest session's measurements: the pipelines, the timings, the images, and the baseline judged against."""
+
+    def __init__(self, settings: Settings, progress: Progress | None = None, parallel=None):
         self.settings = settings
+        self.progress = progress or Progress()
+        self.parallel = parallel  # fluxperf.parallel.Group under torchrun, for context_parallel
         self.scenario = settings.scenario
         self.device = settings.scenario.device
         self.worker = settings.worker
@@ -196,9 +179,10 @@ class Bench:
         self.determinism: dict | None = None
         self._base = None
         self._pipeline = None  # the pipeline as built, before eager's build: what variants get copies of
+        self._text_tokens = 512
         self._reference: torch.Tensor | None = None
         self._latents: dict[int, torch.Tensor] = {}
-        self._lpips = None
+        self.scorer = quality.Scorer(settings.lpips_random_backbone, self.device)
         self._probe: Probe | None = None
 
     # ----- environment and keys -------------------------------------------------------------------
@@ -238,14 +222,15 @@ class Bench:
     def base(self):
         """The eager pipeline, built on first use and rebuilt after an in-place variant consumed it."""
         if self._base is None:
-            progress.begin("eager")
-            with progress.step(f"building the {self.scenario.model} pipeline on {self.device}", key="load_s"):
-                pipe = build_pipeline(self.scenario, progress.say)
+            self.progress.begin("eager")
+            with self.progress.step(f"building the {self.scenario.model} pipeline on {self.device}", key="load_s"):
+                pipe = build_pipeline(self.scenario, self.progress.say)
             self._make_latents(pipe)
+            self._text_tokens = max_sequence_length(pipe)
             self._pipeline = pipe
             # Eager's own build (the pipeline as loaded) is also the eager side of every other variant's rounds.
             pipe = self._base = variants.get("eager").build(pipe, self.scenario, {})
-            with progress.step("warm-up call"):
+            with self.progress.step("warm-up call"):
                 self.render(pipe, self.scenario.items[0])
         return self._base
 
@@ -271,7 +256,7 @@ class Bench:
         sc = self.scenario
         return pipe(prompt=sc.prompts[p], height=sc.height, width=sc.width, num_inference_steps=sc.steps,
                     guidance_scale=sc.guidance, latents=self.latents(seed), output_type="pt",
-                    max_sequence_length=max_sequence_length(sc.model)).images
+                    max_sequence_length=self._text_tokens).images
 
     @staticmethod
     def to_u8(images: torch.Tensor) -> torch.Tensor:
@@ -296,12 +281,12 @@ class Bench:
         if self._reference is None:
             path = self.reference_cache()
             if path.exists():
-                progress.say(f"eager reference images from {path}")
+                self.progress.say(f"eager reference images from {path}")
                 self._reference = torch.load(path, weights_only=True)
             else:
                 pipe = self.base()
-                progress.begin("eager")
-                with progress.step(f"rendering {len(self.scenario.items)} reference images"):
+                self.progress.begin("eager")
+                with self.progress.step(f"rendering {len(self.scenario.items)} reference images"):
                     self._reference = torch.cat([self.to_u8(self.render(pipe, it)) for it in self.scenario.items])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # xdist workers may render the same reference at once: each writes its own temporary
@@ -321,7 +306,7 @@ class Bench:
     def measure(self, name: str) -> LiveRun:
         """Build, warm up, time and render one variant. Raises what the build raised; the result records it."""
         variant = variants.get(name)
-        result = VariantResult(name, device=self.device, timed=variant.timed, lossless=variant.lossless, libraries=variant.libraries,
+        result = VariantResult(name, device=self.device, timed=variant.timed, adaptive=variant.adaptive, lossless=variant.lossless, libraries=variant.libraries,
                                params=self.params_for(variant), paired=not variant.in_place)
         self.results[name] = result
         live = None
@@ -335,35 +320,38 @@ class Bench:
             # blocks are as long as the cap: the same number of rounds on both sides, none to add later.
             block = self.rounds() if self.settings.update_baselines else self.settings.max_rounds
             if variant.in_place:
-                progress.begin(name)
-                with progress.step(f"timing eager before the in-place build ({WARMUP_ROUNDS} untimed, {block} timed)"):
+                self.progress.begin(name)
+                with self.progress.step(f"timing eager before the in-place build ({WARMUP_ROUNDS} untimed, {block} timed)"):
                     self.time_block(result, base, WARMUP_ROUNDS, eager=True, record=False)
                     self.time_block(result, base, block, eager=True)
                 self._base = self._pipeline = live.eager_pipe = None
-            progress.begin(name)
+            self.progress.begin(name)
             timing.reset_peak(self.device)
-            with progress.step(f"building {name}", key="build_s"):
-                params = {**result.params, "cache_dir": self.settings.cache_dir / "artifacts" / name}
+            with self.progress.step(f"building {name}", key="build_s"):
+                params = {**result.params, "cache_dir": self.settings.cache_dir / "artifacts" / name,
+                          "progress": self.progress, "parallel": self.parallel}
                 pipe = base if name == "eager" else variant.build(share_modules(source), self.scenario, params)
-                with progress.step("warm-up call (compilation and autotuning happen here)"):
+                with self.progress.step("warm-up call (compilation and autotuning happen here)"):
                     self.render(pipe, self.scenario.items[0])
-            result.phases = progress.phases()
+            result.phases = self.progress.phases()
             result.build_s = result.phases.pop("build_s")
             live.pipe = pipe
             if variant.in_place:
-                with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds, then {block} timed"):
+                with self.progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds, then {block} timed"):
                     self.time_block(result, pipe, WARMUP_ROUNDS, eager=False, record=False)
                     self.time_block(result, pipe, block, eager=False)
             else:
-                with progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds"):
+                with self.progress.step(f"{WARMUP_ROUNDS} untimed warm-up rounds"):
                     self.time_rounds(live, WARMUP_ROUNDS, record=False)
-                with progress.step(f"timing {self.rounds()} rounds"):
+                with self.progress.step(f"timing {self.rounds()} rounds"):
                     self.time_rounds(live, self.rounds())
-            result.kernel_s = timing.kernel_seconds(lambda: self.render(pipe, self.scenario.items[0]), self.device)
+            first = self.scenario.items[0]
+            result.kernel_s = timing.kernel_seconds(lambda: self.render(pipe, first), self.device)
+            result.work = roofline.count(lambda: self.render(pipe, first), pipe, self.scenario.steps)
             if name == "eager":
                 self.check_determinism(result)
             else:
-                with progress.step(f"rendering {len(self.scenario.items)} images for quality"):
+                with self.progress.step(f"rendering {len(self.scenario.items)} images for quality"):
                     result.images = torch.cat([self.to_u8(self.render(pipe, it)) for it in self.scenario.items])
                 self.score(result, reference)
             result.status = "measured"
@@ -432,27 +420,11 @@ class Bench:
 
     def check_determinism(self, result: VariantResult) -> None:
         """Eager's timed images against its reference images: the same prompt and seed twice."""
-        reference, items = self.reference(), self.scenario.items
-        worst = float("inf")
-        for item, img in result.timed_images.items():
-            ref = reference[items.index(item)][None]
-            worst = min(worst, quality.per_image(ref, img)["psnr_db"][0])
-        self.determinism = {"identical": worst == float("inf"), "worst_psnr_db": quality.json_value(worst),
-                            "bound_psnr_db": DETERMINISM_MIN_PSNR_DB, "images_compared": len(result.timed_images),
-                            "ok": worst >= DETERMINISM_MIN_PSNR_DB}
-
-    def lpips_model(self):
-        if self._lpips is None:
-            self._lpips = quality.make_lpips(self.settings.lpips_random_backbone, self.device)
-        return self._lpips
+        self.determinism = quality.determinism(self.reference(), result.timed_images, self.scenario.items,
+                                               DETERMINISM_MIN_PSNR_DB)
 
     def score(self, result: VariantResult, reference: torch.Tensor) -> None:
-        try:
-            lp = self.lpips_model()
-        except quality.LpipsUnavailable as exc:
-            lp, result.lpips_error = None, str(exc)
-        backbone = "random" if self.settings.lpips_random_backbone else "alexnet"
-        result.quality, worst = quality.score(reference, result.images, self.scenario.items, lp, backbone)
+        result.quality, worst, result.lpips_error = self.scorer.score(reference, result.images, self.scenario.items)
         # Save the worst pair (by SSIM) so a failure message can point at it.
         from fluxperf import report
         p, seed = self.scenario.items[worst]

@@ -21,9 +21,9 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def max_sequence_length(model: str) -> int:
-    """T5 tokens per prompt: FLUX.1-dev's 512, or the tiny tokenizer's 32."""
-    return 32 if model == "tiny" else 512
+def max_sequence_length(pipe) -> int:
+    """T5 tokens per prompt: FLUX.1-dev's 512, or fewer where the pipeline's T5 tokenizer holds fewer (tiny: 32)."""
+    return min(512, pipe.tokenizer_2.model_max_length)
 
 
 def build_pipeline(scenario: Scenario, progress: Progress = lambda _msg: None):

@@ -1,9 +1,9 @@
 """Context parallelism over the GPUs of one host, for the context_parallel variant.
 
-`torchrun --nproc-per-node N -m pytest -m gpu ...` starts N pytest processes, one per GPU. Rank 0 runs the
-suite as usual. The other ranks run no tests: each becomes a follower that builds the same pipeline on its own
-GPU and makes every context-parallel call rank 0 makes, so that the ranks meet in each attention layer's
-collectives (diffusers' ContextParallelConfig, Ulysses or ring attention over NCCL).
+Under torchrun (fluxperf.torchrun) rank 0 runs the suite as usual. The other ranks run no tests: each becomes a
+follower that builds the same pipeline on its own GPU and makes every context-parallel call rank 0 makes, so
+that the ranks meet in each attention layer's collectives (diffusers' ContextParallelConfig, Ulysses or ring
+attention over NCCL).
 
 Rank 0 sends its orders (build, call, release, exit) over a gloo group whose timeout is a day, because a
 follower waits there while rank 0 times eager and the other variants on its own GPU, for as long as that takes.
@@ -20,48 +20,59 @@ from datetime import timedelta
 
 import torch
 
-from fluxperf import progress, timing
+from fluxperf import timing
 from fluxperf.models import build_pipeline
+from fluxperf.progress import Progress
+from fluxperf.torchrun import rank, world_size
 
-MODES = ("ulysses", "ring")
 ORDER_TIMEOUT = timedelta(hours=24)
-_orders = None  # the gloo group orders travel on; set by init()
-# Why the ranks can no longer work together (a call that failed on rank 0, whose followers are left inside
-# its collectives), or None. Then no order is sent again: it would never be received.
-broken: str | None = None
 
 
 class ParallelError(RuntimeError):
     """torchrun's processes can't work together (a bad launch, or a follower that failed); the message says why."""
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+class Group:
+    """The ranks' order channel (a gloo group), and why they can no longer work together, if they can't."""
+
+    def __init__(self, orders):
+        self.orders = orders
+        # A call that failed on rank 0 leaves its followers inside its collectives: from then on no order is
+        # sent again, since it would never be received.
+        self.broken: str | None = None
+
+    def send(self, order: tuple) -> None:
+        import torch.distributed as dist
+        dist.broadcast_object_list([order], src=0, group=self.orders)
+
+    def receive(self) -> tuple:
+        import torch.distributed as dist
+        box = [None]
+        dist.broadcast_object_list(box, src=0, group=self.orders)
+        return box[0]
+
+    def agree(self, error: str | None, what: str) -> str | None:
+        """Every rank's outcome of one step (None: fine, else its error), combined on every rank, so that
+        all of them go on to the next collective step, or none does."""
+        import torch.distributed as dist
+        statuses = [None] * world_size()
+        dist.all_gather_object(statuses, error, group=self.orders)
+        failed = [f"rank {r}: {s}" for r, s in enumerate(statuses) if s is not None]
+        return f"{what} failed on " + "; ".join(failed) if failed else None
+
+    def finish(self) -> None:
+        """Rank 0, at the end of the session: dismiss the followers and leave the process group. After a broken
+        call it leaves them be: rank 0 exits, and torchrun stops the followers stuck in that call."""
+        import torch.distributed as dist
+        if not dist.is_initialized() or self.broken:
+            return
+        with contextlib.suppress(Exception):
+            self.send(("exit",))
+        dist.destroy_process_group()
 
 
-def world_size() -> int:
-    """Processes torchrun started (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def launched() -> bool:
-    return world_size() > 1
-
-
-def is_follower() -> bool:
-    return launched() and rank() > 0
-
-
-def device_for(device: str) -> str:
-    """The device this process works on: under torchrun each rank has GPU LOCAL_RANK."""
-    if launched() and device == "cuda":
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
-def init(device: str) -> None:
+def init(device: str) -> Group:
     """Join torchrun's process group: NCCL for the GPUs' collectives, plus the gloo group for orders."""
-    global _orders
     if int(os.environ.get("LOCAL_WORLD_SIZE", world_size())) != world_size():
         raise ParallelError("context_parallel runs on the GPUs of one host: start torchrun with --nnodes 1")
     if device.startswith("cuda"):
@@ -72,29 +83,7 @@ def init(device: str) -> None:
         torch.cuda.set_device(torch.device(device))
     import torch.distributed as dist
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    _orders = dist.new_group(backend="gloo", timeout=ORDER_TIMEOUT)
-
-
-def _send(order: tuple) -> None:
-    import torch.distributed as dist
-    dist.broadcast_object_list([order], src=0, group=_orders)
-
-
-def _receive() -> tuple:
-    import torch.distributed as dist
-    box = [None]
-    dist.broadcast_object_list(box, src=0, group=_orders)
-    return box[0]
-
-
-def _agree(error: str | None, what: str) -> str | None:
-    """Every rank's outcome of one step (None: fine, else its error), combined on every rank, so that
-    all of them go on to the next collective step, or none does."""
-    import torch.distributed as dist
-    statuses = [None] * world_size()
-    dist.all_gather_object(statuses, error, group=_orders)
-    failed = [f"rank {r}: {s}" for r, s in enumerate(statuses) if s is not None]
-    return f"{what} failed on " + "; ".join(failed) if failed else None
+    return Group(dist.new_group(backend="gloo", timeout=ORDER_TIMEOUT))
 
 
 def _attempt(step) -> str | None:
@@ -103,13 +92,6 @@ def _attempt(step) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def check_params(params: dict) -> None:
-    if params["cp_mode"] not in MODES:
-        raise ValueError(f"cp_mode must be one of {', '.join(MODES)}, got {params['cp_mode']!r}")
-    if params["cp_degree"] < 2:
-        raise ValueError(f"cp_degree must be at least 2, got {params['cp_degree']}")
 
 
 def _shard(pipe, params: dict, device: str) -> None:
@@ -149,56 +131,58 @@ def _to(kwargs: dict, device: str) -> dict:
 class ParallelPipeline:
     """Rank 0's pipeline: each call is sent to the followers first, then made here, so all ranks run it together."""
 
-    def __init__(self, pipe):
-        self.pipe = pipe
+    def __init__(self, pipe, group: Group):
+        self.pipe, self.group = pipe, group
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
 
     def __call__(self, **kwargs):
-        global broken
-        if broken:
-            raise ParallelError(broken)
-        _send(("call", _to(kwargs, "cpu")))
+        if self.group.broken:
+            raise ParallelError(self.group.broken)
+        self.group.send(("call", _to(kwargs, "cpu")))
         try:
             return self.pipe(**kwargs)
         except BaseException as exc:
             # The followers are inside this call's collectives and won't come out: stop talking to them.
-            broken = f"a context-parallel call failed on rank 0 ({type(exc).__name__}: {exc})"
+            self.group.broken = f"a context-parallel call failed on rank 0 ({type(exc).__name__}: {exc})"
             raise
 
     def close(self) -> None:
         """Let the followers free their pipelines."""
         if self.pipe is not None:
             self.pipe = None
-            if not broken:
-                _send(("release",))
+            if not self.group.broken:
+                self.group.send(("release",))
 
 
 def lead(pipe, scenario, params: dict) -> ParallelPipeline:
-    """Rank 0's side of the context_parallel build: the followers build the same pipeline, then all shard it."""
-    if broken:
-        raise ParallelError(broken)
-    _send(("build", scenario, params))
+    """Rank 0's side of the context_parallel build: the followers build the same pipeline, then all shard it.
+    The harness passes the session's Group as params["parallel"] and its Progress as params["progress"]."""
+    group, progress = params["parallel"], params["progress"]
+    if group.broken:
+        raise ParallelError(group.broken)
+    tunables = {k: params[k] for k in ("cp_mode", "cp_degree")}
+    group.send(("build", scenario, tunables))
     with progress.step(f"{world_size() - 1} follower(s) building the pipeline on their GPUs"):
-        error = _agree(None, "building the pipeline")
+        error = group.agree(None, "building the pipeline")
         if error:
             raise ParallelError(error)
     with progress.step(f"{params['cp_mode']} attention over {params['cp_degree']} GPUs"):
-        error = _agree(_attempt(lambda: _shard(pipe, params, scenario.device)), "sharding the transformer")
+        error = group.agree(_attempt(lambda: _shard(pipe, tunables, scenario.device)), "sharding the transformer")
         if error:
             raise ParallelError(error)
     progress.say(describe(pipe))
-    return ParallelPipeline(pipe)
+    return ParallelPipeline(pipe, group)
 
 
-def follow(device: str) -> int:
+def follow(group: Group, device: str) -> int:
     """A follower's whole life: carry out rank 0's orders until it says exit. Returns the exit code."""
     me = rank()
-    progress.set_sink(lambda line: print(line.replace("[fluxperf]", f"[fluxperf rank {me}]"), flush=True))
+    progress = Progress(lambda line: print(line.replace("[fluxperf]", f"[fluxperf rank {me}]"), flush=True))
     pipe, calls = None, 0
     while True:
-        order = _receive()
+        order = group.receive()
         kind = order[0]
         if kind == "exit":
             print(f"[fluxperf rank {me}] done: {calls} calls made", flush=True)
@@ -220,8 +204,8 @@ def follow(device: str) -> int:
                     pipe = build_pipeline(scenario, progress.say)
 
             # Every rank learns every rank's outcome, so that they all shard together or none does.
-            if _agree(_attempt(build), "building the pipeline") or \
-                    _agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
+            if group.agree(_attempt(build), "building the pipeline") or \
+                    group.agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
                 pipe = None
                 timing.release(device)
                 continue
@@ -236,14 +220,3 @@ def follow(device: str) -> int:
                 print(f"[fluxperf rank {me}] a context-parallel call failed:\n{traceback.format_exc()}",
                       file=sys.stderr, flush=True)
                 os._exit(1)
-
-
-def finish() -> None:
-    """Rank 0, at the end of the session: dismiss the followers and leave the process group. After a broken
-    call it leaves them be: rank 0 exits, and torchrun stops the followers stuck in that call."""
-    import torch.distributed as dist
-    if _orders is None or not dist.is_initialized() or broken:
-        return
-    with contextlib.suppress(Exception):
-        _send(("exit",))
-    dist.destroy_process_group()

@@ -7,41 +7,40 @@ import sys
 import time
 from typing import Callable, Iterator
 
-_sink: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
-_label = "fluxperf"
-_phases: dict[str, float] = {}
-_start = time.perf_counter()
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def set_sink(sink: Callable[[str], None]) -> None:
-    """The plugin routes lines to pytest's terminal writer so they show with output capturing on."""
-    global _sink
-    _sink = sink
+class Progress:
+    """One session's progress lines: the plugin routes them to pytest's terminal writer so they show while
+    pytest captures the tests' output. Variants get it as params["progress"]."""
 
+    def __init__(self, sink: Callable[[str], None] = _stderr):
+        self.sink = sink
+        self._label = "fluxperf"
+        self._phases: dict[str, float] = {}
+        self._start = time.perf_counter()
 
-def begin(label: str) -> None:
-    """Start a new build: progress lines are prefixed with `label` and phase times reset."""
-    global _label, _start
-    _label, _start = label, time.perf_counter()
-    _phases.clear()
+    def begin(self, label: str) -> None:
+        """Start a new build: progress lines are prefixed with `label` and phase times reset."""
+        self._label, self._start = label, time.perf_counter()
+        self._phases.clear()
 
+    def phases(self) -> dict[str, float]:
+        """Seconds per named phase of the current build (e.g. {"calibration_s": 93.1})."""
+        return dict(self._phases)
 
-def phases() -> dict[str, float]:
-    """Seconds per named phase of the current build (e.g. {"calibration_s": 93.1})."""
-    return dict(_phases)
+    def say(self, message: str) -> None:
+        self.sink(f"[fluxperf] {self._label}: {message} (+{time.perf_counter() - self._start:.1f} s)")
 
-
-def say(message: str) -> None:
-    _sink(f"[fluxperf] {_label}: {message} (+{time.perf_counter() - _start:.1f} s)")
-
-
-@contextlib.contextmanager
-def step(message: str, key: str | None = None) -> Iterator[None]:
-    """Announce a step, and on success record its duration under `key` (a name ending in _s)."""
-    say(f"{message} ...")
-    t0 = time.perf_counter()
-    yield
-    elapsed = time.perf_counter() - t0
-    if key:
-        _phases[key] = _phases.get(key, 0.0) + elapsed
-    say(f"{message} done in {elapsed:.1f} s")
+    @contextlib.contextmanager
+    def step(self, message: str, key: str | None = None) -> Iterator[None]:
+        """Announce a step, and on success record its duration under `key` (a name ending in _s)."""
+        self.say(f"{message} ...")
+        t0 = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - t0
+        if key:
+            self._phases[key] = self._phases.get(key, 0.0) + elapsed
+        self.say(f"{message} done in {elapsed:.1f} s")

@@ -125,3 +125,32 @@ def fmt(metric: str, value: float | None) -> str:
 def json_value(value: float | None) -> float | None:
     """JSON has no inf: identical images store PSNR as null (the report says 'identical')."""
     return None if value is None or not math.isfinite(value) else value
+
+
+class Scorer:
+    """Scores a variant's images against eager's; holds the LPIPS network, made on first use."""
+
+    def __init__(self, random_backbone: bool, device: str):
+        self.random_backbone, self.device = random_backbone, device
+        self._lpips = None
+
+    def score(self, reference_u8: torch.Tensor, images_u8: torch.Tensor, items) -> tuple[dict, int, str | None]:
+        """(metrics, index of the worst image by SSIM, why LPIPS is missing or None)."""
+        error = None
+        try:
+            if self._lpips is None:
+                self._lpips = make_lpips(self.random_backbone, self.device)
+        except LpipsUnavailable as exc:
+            error = str(exc)
+        metrics, worst = score(reference_u8, images_u8, items, self._lpips,
+                               "random" if self.random_backbone else "alexnet")
+        return metrics, worst, error
+
+
+def determinism(reference_u8: torch.Tensor, timed: dict, items, bound_psnr_db: float) -> dict:
+    """Eager's timed images against its reference images of the same prompt and seed."""
+    worst = math.inf
+    for item, img in timed.items():
+        worst = min(worst, per_image(reference_u8[items.index(item)][None], img)["psnr_db"][0])
+    return {"identical": math.isinf(worst), "worst_psnr_db": json_value(worst), "bound_psnr_db": bound_psnr_db,
+            "images_compared": len(timed), "ok": worst >= bound_psnr_db}

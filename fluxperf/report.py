@@ -63,7 +63,10 @@ def results_dict(bench) -> dict:
                  "params": r.params, "build_s": r.build_s, "build_phases_s": r.phases,
                  "peak_mem_gb": r.peak_mem_gb, "eager_samples_s": r.eager_s, "samples_s": r.variant_s,
                  "cpu_samples_s": r.variant_cpu_s, "eager_cpu_samples_s": r.eager_cpu_s, "probe": r.probe,
-                 "eager_probe": r.eager_probe, "warmup_s": r.warmup_s,
+                 "eager_probe": r.eager_probe, "warmup_s": r.warmup_s, "adaptive": r.adaptive,
+                 "transformer_flops": r.work.transformer_flops if r.work else None,
+                 "blocks_ran": r.work.blocks_ran if r.work else None,
+                 "blocks_total": r.work.blocks_total if r.work else None,
                  "steps": r.steps, "design": r.design, "bound": r.bound, "gpu_busy": r.gpu_busy,
                  "cpu_share": r.cpu_share, "kernel_s": r.kernel_s, "libraries": list(r.libraries),
                  "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png,
@@ -117,6 +120,28 @@ def probe_rows(results: dict) -> list[list[str]]:
 
 
 PROBE_HEADER = ["machine probe (median)", "this session", "baseline", "change"]
+ROOFLINE_HEADER = ["variant", "transformer TFLOP per image", "achieved TFLOP/s", "share of the matmul ceiling",
+                   "block computations ran / reused"]
+
+
+def roofline_rows(results: dict) -> list[list[str]]:
+    """Per variant: the transformer's counted FLOPs per image, over the image's median latency, against the bf16
+    matmul rate the probe measured in this session (the card's ceiling as this session found it)."""
+    pooled = _pooled_probe(results["variants"].values())
+    ceiling = probe.rates(probe.medians(pooled), results["scenario"]["device"])["matmul_tflops"] if pooled else None
+    rows = []
+    for name, v in results["variants"].items():
+        flops = v.get("transformer_flops")
+        if not v["samples_s"] or (flops is None and v.get("blocks_total") is None):
+            continue
+        achieved = flops / v["latency_median_s"] / 1e12 if flops else None
+        blocks = "–" if v.get("blocks_total") is None else f"{v['blocks_ran']} / {v['blocks_total'] - v['blocks_ran']}"
+        if v.get("adaptive") and v.get("blocks_total") and results["model_source"] in ("tiny", "synthetic"):
+            blocks += " (adaptive: on random weights not representative)"
+        rows.append([name, "–" if flops is None else f"{flops / 1e12:.3g}",
+                     "–" if achieved is None else f"{achieved:.3g}",
+                     "–" if achieved is None or not ceiling else f"{achieved / ceiling:.0%} of {ceiling:.3g}", blocks])
+    return rows
 ENV_FIELDS = ("gpu", "driver", "cuda", "python", "host_cpu", "commit")
 
 
@@ -266,6 +291,12 @@ def markdown(results: dict, chart: str | None) -> str:
               "GPU-bound pipelines too.", ""]
     if chart:
         parts += [f"![latency per variant]({chart})", ""]
+    rrows = roofline_rows(results)
+    if rrows:
+        parts += ["## Roofline", "", "Transformer FLOPs counted on one call with torch.compile bypassed "
+                  "(torch.utils.flop_counter; skipped computation is not counted), over the median latency of a "
+                  "whole image, against the bf16 matmul rate the probe measured beside every call of this session.",
+                  "", table_md(ROOFLINE_HEADER, rrows), ""]
     prows = probe_rows(results)
     if prows:
         parts += ["## Machine probe", "", "Timed before every pipeline call; the speed verdicts take the machine's "

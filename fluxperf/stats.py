@@ -212,15 +212,6 @@ def machine_change(now: dict, before: dict) -> dict[str, Interval]:
     return {"gpu": gpu, "host": median_change(now["launch_s"], before["launch_s"])}
 
 
-def host_normalized_change(now_s, now_launch, before_s, before_launch) -> Interval:
-    """log change of a host-bound pipeline's latency per unit of the small-op loop timed just before each call.
-
-    The host's speed wobbles from one call to the next; the probe sample next to a call feels the same wobble,
-    so the ratio cancels it, where a session median of the probe would leave it in."""
-    ratio = lambda s, l: np.asarray(s, dtype=float) / np.asarray(l, dtype=float)
-    return log_change(ratio(now_s, now_launch), ratio(before_s, before_launch))
-
-
 def expected_change(machine: dict[str, Interval], bound: str) -> Interval:
     """The latency change the machine alone predicts for a pipeline bound by `bound`; for "unknown", the larger."""
     if bound in machine:
@@ -243,15 +234,12 @@ def _changes_text(ctx: Context) -> str:
 
 
 def own_change(now: Run, base: Run, machine: dict[str, Interval]) -> tuple[Interval, str]:
-    """A pipeline's own latency change net of the machine's, by what sets its latency (the baseline's `bound`).
-
-    GPU-bound: the change net of the GPU probe's. Host-bound: the change of its latency per unit of the
-    small-op loop timed just before each call, which cancels the host's call-to-call wobble too. Unknown
-    (no profiler): net of whichever resource the probe says slowed more."""
-    if base.bound == "host":
-        return (host_normalized_change(now.variant_s, now.probe["launch_s"], base.variant_s, base.probe["launch_s"]),
-                "own latency per unit of the host probe (host-bound)")
-    what = "own latency net of the GPU probe" if base.bound == "gpu" else "own latency net of the machine probe"
+    """A pipeline's own latency change net of the machine's, by what sets its latency (the baseline's `bound`):
+    net of the GPU probe's change for a GPU-bound one, of the host probe's for a host-bound one, and of whichever
+    slowed more when it is unknown (no profiler). The probes' changes are of medians: one probe sample lasts
+    milliseconds and catches the host's hiccups, a median over the session doesn't."""
+    what = {"gpu": "own latency net of the GPU probe",
+            "host": "own latency net of the host probe (host-bound)"}.get(base.bound, "own latency net of the machine probe")
     return log_change(now.variant_s, base.variant_s).shifted(expected_change(machine, base.bound)), what
 
 
@@ -270,8 +258,7 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
     sp = speedup(now.eager_s, now.variant_s, now.paired)
     stat, what = own_change(now, base, machine)
     eager = log_change(now.eager_s, base.eager_s)
-    eager_net = host_normalized_change(now.eager_s, now.eager_probe["launch_s"], base.eager_s,
-                                       base.eager_probe["launch_s"])
+    eager_net = eager.shifted(machine["host"])
     limit = math.log1p(tol)
     facts = (f"{name}: slowdown {_pct(stat.value)} by {what} (95% CI {_pct(stat.low)} to {_pct(stat.high)}, "
              f"n={stat.n}, tolerance {tol:.0%}); speedup {sp.value:.2f}× (95% CI {sp.ci_low:.2f}–{sp.ci_high:.2f}, "
@@ -295,8 +282,8 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
         return Verdict(PASS, f"{facts}{eager_moved}{tail}", details=details)
     if stat.low <= limit:
         return Verdict(INCONCLUSIVE, f"{facts}: the interval straddles the tolerance{tail}", details=details)
-    # Only when eager, per unit of the host probe, slowed at least as much as the variant, with confidence: on an
-    # H200 that ratio itself moved by +4-5% between sessions whose host was 20% faster (eager has a GPU-bound
+    # Only when eager, net of the host probe, slowed at least as much as the variant, with confidence: on an H200
+    # that net change itself moved by +4-5% between sessions whose host was 20% faster (eager has a GPU-bound
     # floor the host can't push below; docs/results.md), so a looser test excused a real 10% slowdown.
     if eager_net.low >= stat.value:
         return Verdict(WARN, f"{facts}: eager is slower by at least as much: the whole pipeline is slower, not "

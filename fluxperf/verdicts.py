@@ -1,4 +1,4 @@
-"""The verdict procedures tests/perf calls: rounds until the speed verdict is conclusive, then the rules.
+"""The verdict procedures the suite calls: rounds until the speed verdict is conclusive, then the rules.
 
 Pure library code: a procedure returns a stats.Verdict and never touches pytest, so the seeded simulations in
 tests/unit/test_stats.py run exactly what a GPU session runs. fluxperf.checks turns verdicts into test outcomes.

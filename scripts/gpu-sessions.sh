@@ -28,7 +28,7 @@ run() {  # run NAME ARGS...: one pytest session, its log and report kept under $
   if [ "$left" -lt 90 ]; then echo "=== $name: skipped, ${left}s left"; return; fi
   echo "=== $name: $(date -u +%FT%TZ) pytest $*"
   local start=$SECONDS
-  timeout "$left" ${LAUNCH:-python3} -m pytest tests/perf "${common[@]}" --fluxperf-report-dir="$WORK/$name" "$@" \
+  timeout "$left" ${LAUNCH:-python3} -m pytest fluxperf/suite "${common[@]}" --fluxperf-report-dir="$WORK/$name" "$@" \
     > "$WORK/$name.log" 2>&1
   local rc=$?
   echo "=== $name: exit $rc after $((SECONDS - start)) s"

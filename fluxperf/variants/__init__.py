@@ -1,4 +1,8 @@
-"""Variant registry: one module per optimization, registered by name; this package imports them all."""
+"""Variant registry: one module per optimization, registered by name.
+
+This package imports its own modules, the modules that installed packages name in the `fluxperf.variants` entry
+point group, and sees the variants a project's conftest.py registers: all with the same `register` decorator.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +53,9 @@ class Variant:
     # Distributions the variant is built with, beyond torch and diffusers: a verdict names their version
     # changes since the baseline as suspects.
     libraries: tuple[str, ...] = ()
+    # A cache that decides what to skip from the model's own activations (a threshold): on random weights its
+    # hit rate says nothing about the real model's, and the report says so.
+    adaptive: bool = False
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -56,7 +63,7 @@ _REGISTRY: dict[str, Variant] = {}
 
 def register(name: str, *, lossless: bool = False, timed: bool = True, in_place: bool = False,
              params: dict[str, Any] | None = None, check: Callable[[Any, dict], None] | None = None,
-             libraries: tuple[str, ...] = ()):
+             libraries: tuple[str, ...] = (), adaptive: bool = False):
     """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults;
     `check(scenario, params)` raises Unavailable when the variant can't run in this session."""
 
@@ -65,15 +72,34 @@ def register(name: str, *, lossless: bool = False, timed: bool = True, in_place:
             raise ValueError(f"variant {name!r} registered twice")
         doc = (build.__module__ and importlib.import_module(build.__module__).__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}),
-                                  check, tuple(libraries))
+                                  check, tuple(libraries), adaptive)
         return build
 
     return wrap
 
 
+# Installed packages contribute variants through this entry point group: each entry names a module whose
+# import registers them, e.g. `[project.entry-points."fluxperf.variants"] my_stack = "mypkg.my_stack"`.
+ENTRY_POINTS = "fluxperf.variants"
+
+
+class RegistryError(Exception):
+    """A variant module that can't be imported; the message names it."""
+
+
 def _load_all() -> None:
+    # The shipped modules import nothing heavy at module level (torch and friends load inside build()), so that
+    # listing the variants costs milliseconds in a pytest run that never builds one.
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise RegistryError(f"the {ENTRY_POINTS} entry point {ep.name} = {ep.value} failed to import: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
 def names() -> list[str]:

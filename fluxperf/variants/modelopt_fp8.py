@@ -1,6 +1,6 @@
 """Model Optimizer FP8, simulated in PyTorch: trt_fp8's recipe, with image quality measurable on any device."""
 
-from fluxperf import fp8, progress, timing
+from fluxperf import fp8
 from fluxperf.variants import register
 
 
@@ -10,7 +10,10 @@ from fluxperf.variants import register
 @register("modelopt_fp8", timed=False, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, libraries=("nvidia-modelopt",),
           check=lambda scenario, params: fp8.require_modelopt())
 def build(pipe, scenario, params):
+    from fluxperf import timing
+
     fp8.require_modelopt()
+    progress = params["progress"]
     prompts = fp8.calibration_prompts(scenario, int(params["calib_size"]))
     with progress.step(f"calibrating FP8 on {len(prompts)} prompts at {scenario.height}x{scenario.width}, "
                        f"{scenario.steps} steps", key="calibration_s"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from fluxperf.progress import step
 from fluxperf.variants import register, require
 
 # requirements/pruna.txt says why pruna goes in with --no-deps and which few packages it really needs.
@@ -43,7 +42,7 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
     # Without this, torch_compile first saves the whole pipeline to disk (33 GB for FLUX.1-dev) so that the
     # smashed model could be saved later; the benchmark never saves it.
     config.disable_saving()
-    with step(f"pruna smash {' + '.join(algorithms)}", "smash_s"):
+    with params["progress"].step(f"pruna smash {' + '.join(algorithms)}", "smash_s"):
         return smash(model=pipe, smash_config=config)
 
 

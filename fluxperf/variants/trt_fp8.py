@@ -1,13 +1,12 @@
 """TensorRT FP8: the transformer quantized with Model Optimizer's recipe and compiled to a TensorRT engine."""
 
-import torch
-
-from fluxperf import fp8, progress
-from fluxperf import trt as engine
+from fluxperf import fp8
 from fluxperf.variants import MissingDependency, register
 
 
 def check(scenario, params):
+    from fluxperf import trt as engine
+
     # Before eager is timed for the in-place build, and before minutes of calibration.
     engine.require_tensorrt()
     fp8.require_modelopt()
@@ -19,7 +18,12 @@ def check(scenario, params):
 @register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, check=check,
           libraries=("tensorrt", "nvidia-modelopt"))
 def build(pipe, scenario, params):
+    import torch
+
+    from fluxperf import trt as engine
+
     check(scenario, params)
+    progress = params["progress"]
     device = torch.device(scenario.device)
     transformer = pipe.transformer
     spec = engine.io_spec(scenario, transformer.config)

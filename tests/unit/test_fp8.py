@@ -15,6 +15,7 @@ from diffusers.models.transformers.transformer_flux import FluxAttention  # noqa
 
 from fluxperf import fp8, trt, variants  # noqa: E402
 from fluxperf.models import build_pipeline  # noqa: E402
+from fluxperf.progress import Progress  # noqa: E402
 from fluxperf.scenario import Scenario, shipped_prompts  # noqa: E402
 
 # bfloat16, not float32: FP8 attention exports only with 16-bit Q/DQ (TensorRT's fusion pattern).
@@ -58,7 +59,7 @@ def quantized(tmp_path_factory):
     """The pipeline after the modelopt_fp8 variant, and the transformer's Linear names from before it."""
     pipe = build_pipeline(SCENARIO)
     linears = [n for n, m in pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)]
-    params = {"calib_size": 2, "cache_dir": tmp_path_factory.mktemp("cache")}
+    params = {"calib_size": 2, "cache_dir": tmp_path_factory.mktemp("cache"), "progress": Progress()}
     pipe = variants.get("modelopt_fp8").build(pipe, SCENARIO, params)
     return pipe, linears
 

@@ -31,7 +31,7 @@ def offline(monkeypatch):
 def _image(pipe) -> torch.Tensor:
     return pipe(prompt="a red fox", height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
                 generator=torch.Generator("cpu").manual_seed(7), output_type="pt",
-                max_sequence_length=max_sequence_length("tiny")).images
+                max_sequence_length=max_sequence_length(pipe)).images
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from fluxperf import parallel
+from fluxperf import torchrun as ranks
 from fluxperf.scenario import Scenario
 from fluxperf.variants import Unavailable, get
-from tests.unit.test_e2e import REPO, suite  # noqa: F401  (the fixture: tiny model, the real perf suite)
+from tests.unit.test_e2e import REPO, inductor_cache, suite  # noqa: F401  (fixtures: tiny model, the real suite)
 
 pytest_plugins = ["pytester"]
 
@@ -24,7 +25,7 @@ def torchrun(tmp_path, *args, nproc=2):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
-           "-m", "pytest", "tests/perf", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
+           "-m", "pytest", "fluxperf/suite", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
            "--fluxperf-width=64", "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=2",
            "--fluxperf-max-rounds=2", "--fluxperf-lpips-random-backbone", f"--fluxperf-report-dir={tmp_path}",
            f"--fluxperf-cache-dir={tmp_path / 'cache'}", f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
@@ -43,7 +44,8 @@ def test_context_parallel_under_torchrun_matches_eager(tmp_path):
     # The attention of each image was split over two processes: rank 1 made every call with rank 0
     # (a rank that skipped one would leave the other waiting in its collectives).
     calls = int(re.search(r"\[fluxperf rank 1\] done: (\d+) calls made", out).group(1))
-    assert calls == 1 + 2 + 2 + 2 + 3  # warm-up call, warm-up rounds, timed rounds, quality images, benchmark
+    # warm-up call, warm-up rounds, timed rounds, the counted call (roofline), quality images, benchmark
+    assert calls == 1 + 2 + 2 + 1 + 2 + 3
     # Both ranks' transformers were split, as diffusers itself reports it.
     for me in ("[fluxperf] context_parallel", "[fluxperf rank 1] context_parallel"):
         assert f"{me}: attention split: ulysses_degree=2 ring_degree=1" in out, me
@@ -79,11 +81,11 @@ def test_check_names_what_is_wrong(monkeypatch):
 
 
 def test_each_rank_works_on_its_own_gpu(monkeypatch):
-    assert parallel.device_for("cuda") == "cuda"  # no torchrun: unchanged
+    assert ranks.device_for("cuda") == "cuda"  # no torchrun: unchanged
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert parallel.device_for("cuda") == "cuda:1"
-    assert parallel.device_for("cpu") == "cpu"
+    assert ranks.device_for("cuda") == "cuda:1"
+    assert ranks.device_for("cpu") == "cpu"
 
 
 def test_a_bad_launch_is_refused_before_joining(monkeypatch):
@@ -112,22 +114,22 @@ def test_a_bad_cp_param_is_a_usage_error(suite):
 
 
 def test_a_failed_call_on_rank_0_stops_talking_to_the_followers(monkeypatch):
+    group = parallel.Group(orders=object())  # as if joined: finish() would send exit
     sent = []
-    monkeypatch.setattr(parallel, "_send", sent.append)
-    monkeypatch.setattr(parallel, "broken", None)
-    monkeypatch.setattr(parallel, "_orders", object())  # as if joined: finish() would send exit
+    monkeypatch.setattr(group, "send", sent.append)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: sent.append(("destroyed",)))
 
     def fails(**kwargs):
         raise torch.OutOfMemoryError("simulated")
 
-    pipe = parallel.ParallelPipeline(fails)
+    pipe = parallel.ParallelPipeline(fails, group)
     with pytest.raises(torch.OutOfMemoryError):
         pipe(prompt="p", latents=torch.zeros(2))
     assert sent[0][0] == "call" and sent[0][1]["latents"].device.type == "cpu"
-    assert "OutOfMemoryError: simulated" in parallel.broken
+    assert "OutOfMemoryError: simulated" in group.broken
     with pytest.raises(parallel.ParallelError):  # no further call reaches the followers...
         pipe(prompt="p")
     pipe.close()  # ...nor a release, nor an exit: they would wait on it forever
-    parallel.finish()
-    assert len(sent) == 1
+    group.finish()
+    assert sent == [sent[0]]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fluxperf.models import build_pipeline
+from fluxperf.progress import Progress
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, get
 
@@ -24,7 +25,8 @@ needs_pruna = pytest.mark.skipif(importlib.util.find_spec("pruna") is None,
 
 
 def _params(name, tmp_path, **overrides):
-    return {**get(name).params, "cache_dir": tmp_path, **overrides}
+    # What the harness adds to a variant's tunables.
+    return {**get(name).params, "cache_dir": tmp_path, "progress": Progress(), **overrides}
 
 
 def _render(obj):

@@ -91,7 +91,7 @@ def _result(metric: str, values: list[float], backbone: str | None = None):
 
 
 def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, backbone: str | None = None):
-    """The baseline half of tests/perf/test_quality.py's check, through the same library calls."""
+    """The baseline half of fluxperf/suite/test_quality.py's check, through the same library calls."""
     from fluxperf import stats, verdicts
 
     entry = {"params": {}, "tolerance": {metric: tolerance}, "quality": recorded}

@@ -236,7 +236,9 @@ def test_gpu_suite_runs_offline_with_persistent_caches(name):
     env = {**workflow.get("env", {}), **workflow["jobs"]["gpu-suite"].get("env", {})}
     assert env["HF_HUB_OFFLINE"] == "1"
     assert "vars.FLUX_REVISION" in env["FLUX_REVISION"]
-    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(env["FLUXPERF_CACHE_DIR"] + "/")
+    # torch.compile's artifacts persist with fluxperf's cache: fluxperf puts them in <cache dir>/inductor itself,
+    # and a TORCHINDUCTOR_CACHE_DIR elsewhere would take them off the persistent disk.
+    assert "FLUXPERF_ROOT" in env["FLUXPERF_CACHE_DIR"] and "TORCHINDUCTOR_CACHE_DIR" not in env
     runs = " ".join(step.get("run", "") for step in workflow["jobs"]["gpu-suite"]["steps"])
     assert "gpu-suite.sh --fluxperf-require-baseline" in runs
     script = (GITHUB / "scripts" / "gpu-suite.sh").read_text()

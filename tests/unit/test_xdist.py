@@ -10,8 +10,8 @@ import re
 import pytest
 
 from fluxperf import report
-from fluxperf.plugin import pinned_device, variant_of_nodeid
-from tests.unit.test_e2e import suite  # noqa: F401  (the fixture: tiny model, the real perf suite, cheap variants)
+from fluxperf.xdist import pinned_device, variant_of_nodeid
+from tests.unit.test_e2e import inductor_cache, suite  # noqa: F401  (fixtures: tiny model, the real suite, cheap variants)
 
 pytest_plugins = ["pytester"]
 

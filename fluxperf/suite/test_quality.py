@@ -5,7 +5,7 @@ import math
 import pytest
 
 from fluxperf import quality, verdicts
-from fluxperf.plugin import baseline_for, conclude
+from fluxperf.checks import baseline_for, conclude
 
 pytestmark = [pytest.mark.gpu, pytest.mark.fluxperf_variants("optimized")]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from fluxperf import report, stats, timing, verdicts
-from fluxperf.plugin import baseline_for, conclude
+from fluxperf.checks import baseline_for, conclude
 
 pytestmark = pytest.mark.gpu
 
