@@ -15,7 +15,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Work:
     transformer_flops: float | None   # None when the transformer runs outside PyTorch (a TensorRT engine)
-    blocks_ran: int | None            # attention computations of the transformer's blocks that ran
+    blocks_ran: int | None            # block attentions that were computed (not skipped, not predicted)
     blocks_total: int | None          # blocks × denoising steps: what an uncached image computes
 
     @property
@@ -36,8 +36,11 @@ def count(render, pipe, steps: int) -> Work:
     transformer = pipe.transformer
     blocks = _blocks(transformer)
     ran = [0]
-    hooks = [b.attn.register_forward_hook(lambda *_: ran.__setitem__(0, ran[0] + 1))
-             for b in blocks if hasattr(b, "attn")]
+    # The query norm runs only when a block's attention is really computed: a cache that skips the block
+    # (FORA, First Block Cache) or predicts the attention's output (TaylorSeer) skips it, and fused q/k/v
+    # projections still pass through it.
+    points = [getattr(b.attn, "norm_q", None) or b.attn for b in blocks if hasattr(b, "attn")]
+    hooks = [p.register_forward_hook(lambda *_: ran.__setitem__(0, ran[0] + 1)) for p in points]
     stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") \
         else contextlib.nullcontext()
     try:

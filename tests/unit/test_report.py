@@ -89,3 +89,18 @@ def test_the_terminal_table_has_a_header_and_a_row_per_variant(bench):
     assert "1.99× (1.94–2.04)" in lines[3] and "speedup PASS" in lines[3] and lines[4].split()[1] == "failed"
     header = report.header_lines(results)
     assert header[0] == f"model: tiny — {report.model_banner('tiny')}" and "NVIDIA H100 80GB HBM3" in header[1]
+
+
+def test_the_roofline_table_counts_work_and_warns_about_adaptive_caches_on_random_weights(bench, tmp_path):
+    from fluxperf.roofline import Work
+
+    bench.results["compile"].work = Work(transformer_flops=2e12, blocks_ran=8, blocks_total=8)
+    bench.results["compile"].adaptive = True
+    for r in bench.results.values():
+        for probe in (r.probe, r.eager_probe):
+            probe.update(matmul_s=[1e-3], copy_s=[1e-3], launch_s=[1e-4])
+    report.write_all(bench)
+    md = (tmp_path / "report.md").read_text()
+    # 2 TFLOP in the median 0.5 s image: 4 TFLOP/s.
+    assert "| compile | 2 | 4 | " in md, md
+    assert "8 / 0 (adaptive: on random weights not representative)" in md

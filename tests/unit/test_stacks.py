@@ -261,3 +261,20 @@ def test_ao_fp8_quantizes_the_copy_and_leaves_eagers_weights_and_inductor_config
         assert now is param and not isinstance(now, Float8Tensor) and torch.equal(now, snapshot), name
     changed = {k for k, v in torch._inductor.config.get_config_copy().items() if inductor.get(k) != v}
     assert not changed, f"the build changed inductor's process-wide config: {sorted(changed)}"
+
+
+def test_roofline_counts_only_the_work_that_ran(eager, built):
+    """fluxperf.roofline on one call: eager computes every block at every step; MagCache's skipped steps count
+    neither as block computations nor as FLOPs."""
+    from fluxperf import roofline
+
+    eager_pipe = eager[0]
+    full = roofline.count(lambda: _render(eager_pipe), eager_pipe, SCENARIO.steps)
+    blocks = len(eager_pipe.transformer.transformer_blocks) + len(eager_pipe.transformer.single_transformer_blocks)
+    assert full.blocks_total == full.blocks_ran == blocks * SCENARIO.steps and full.blocks_reused == 0
+    assert full.transformer_flops > 0
+    pipe = built("magcache_compile")[0]
+    cached = roofline.count(lambda: _render(pipe), pipe, SCENARIO.steps)
+    assert cached.blocks_total == full.blocks_total and 0 < cached.blocks_ran < full.blocks_ran
+    # FLOPs fall with the blocks that ran (the embedders and the final projection run every step).
+    assert cached.transformer_flops < full.transformer_flops * (cached.blocks_ran / full.blocks_ran + 0.2)
