@@ -27,7 +27,6 @@ import pytest
 
 from fluxperf import baselines, stats, verdicts
 from fluxperf.bench import BASELINE_ROUNDS, VariantResult
-from fluxperf.probe import PROBES
 
 TRIALS = 1000
 ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
