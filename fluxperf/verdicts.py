@@ -28,15 +28,18 @@ def steps(result, scenario_steps: int) -> Verdict:
 def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
           eager_bound: str = "unknown") -> Verdict:
     """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides), up to
-    `max_rounds`. `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
+    `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed calls
+    (another process on the machine) can cover a whole first set, never a second one as well.
+    `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
     result = live.result
     base = stats.Run.from_entry(entry)
     tol = entry["tolerance"]["speed"]
     while True:
         # Blocks were timed at the cap already: nothing can be added to eager's side after an in-place build.
         final = len(result.variant_s) >= max_rounds or not result.paired
-        verdict = stats.judge_speed(result.name, result.run(), base, entry["speedup"], tol, ctx, eager_bound)
-        if verdict.status != INCONCLUSIVE or final:
+        verdict = stats.judge_speed(result.name, result.run(), base, entry["speedup"], tol, ctx, eager_bound, final)
+        unconfirmed = verdict.status == FAIL and len(result.variant_s) < 2 * rounds
+        if (verdict.status != INCONCLUSIVE and not unconfirmed) or final:
             return verdict
         live.more_rounds(min(rounds, max_rounds - len(result.variant_s)))
 

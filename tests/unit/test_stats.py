@@ -14,13 +14,20 @@ The noise model, fitted to the sessions in docs/results.md (H200, synthetic mode
   before it feel it (eager's per-call log-sd was 0.055 to 0.165 in those sessions, its correlation with the
   adjacent probe 0.7 to 0.9); compile's per-call log-sd is 1%; 3% of calls are 10-30% slower outliers;
 - the GPU probe's matmul varies by a log-sd of 2.5% per sample and its copy by 1%, the small-op loop by 5%
-  beyond the host's wobble.
+  beyond the host's wobble;
+- a GPU-bound variant follows the host a little (PIPELINES says how much, and why);
+- a session is sometimes disturbed for a stretch of calls: in the shipped H200 baseline, 9 of 20 compile rounds
+  ran 6-37% slow while the matmul probe rose 2-10% and the small-op loop 1.3-2.3×. Here 30% of sessions have one
+  such stretch of 6-16 calls, starting anywhere in the first 40, in which every call is 5-35% slower (eager's
+  10-50%), the GPU probe 2-10% and the host probe 1.3-2.3×.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,10 +37,27 @@ from fluxperf.bench import BASELINE_ROUNDS, VariantResult
 
 TRIALS = 1000
 ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
-EAGER_S, GPU_VARIANT_S, HOST_VARIANT_S = 2.2, 1.23, 1.0
+EAGER_S = 2.2
 PROBE_S = {"matmul_s": 180e-6, "copy_s": 131e-6, "launch_s": 80e-6}
 SIGMA = {"host_session": 0.24, "gpu_session": 0.008, "eager_residual": 0.03, "host_call": 0.10,
          "eager_call": 0.03, "gpu_call": 0.01, "matmul": 0.025, "copy": 0.01, "launch": 0.05}
+DISTURBED_SESSIONS, DISTURBED_CALLS, DISTURBED_START = 0.3, (6, 16), 40
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A variant's median latency and the share of it the GPU is busy. A GPU-bound variant's latency is its
+    kernels' time, which follows the GPU, plus the time its GPU waits for the host, which follows the host:
+    seconds × (busy × gpu + (1 - busy) × host). pruna_cache_compile (84-91% busy) moved 2% when the host probe
+    moved 12%; compile (94%) stayed within 0.8% between sessions whose host moved eager by a log-sd of 0.24.
+    A host-bound variant (a cache without compile) follows the host one for one, call-to-call wobble included."""
+    seconds: float
+    busy: float
+
+
+PIPELINES = {"gpu": Pipeline(1.23, 0.94), "cache": Pipeline(0.70, 0.84), "host": Pipeline(1.0, 0.67)}
+
+
 # Eager has a GPU-bound floor (1.53 s of kernels per 2.3 s image): it follows the host less than one for one.
 # Two H200 sessions whose host probe ran 0.76× and 0.78× the baseline's gave eager 0.81× and 0.79×.
 EAGER_HOST_ELASTICITY = 0.85
@@ -56,18 +80,24 @@ class World:
 class Session:
     """One simulated pytest session of one variant: a machine state drawn once, then calls on demand."""
 
-    def __init__(self, rng, world: World, bound: str = "gpu"):
-        self.rng, self.world, self.bound = rng, world, bound
+    def __init__(self, rng, world: World, kind: str = "gpu"):
+        self.rng, self.world, self.kind, self.pipeline = rng, world, kind, PIPELINES[kind]
         self.host = math.exp(rng.normal(0, SIGMA["host_session"])) * world.host
         self.gpu = math.exp(rng.normal(0, SIGMA["gpu_session"])) * world.gpu
         self.residual = math.exp(rng.normal(0, SIGMA["eager_residual"]))
-        busy = 0.9 if bound == "gpu" else 0.67
-        self.result = VariantResult("fast", device="cuda", kernel_s=busy * self._median_variant())
+        # The profiler's kernel time: a disturbed stretch, like a pause, lowers the busy share it gives.
+        self.result = VariantResult("fast", device="cuda", kernel_s=self.pipeline.busy * self._median_variant())
+        self.calls = 0
+        self.disturbed = range(0)
+        if rng.random() < DISTURBED_SESSIONS:
+            start = int(rng.integers(0, DISTURBED_START))
+            self.disturbed = range(start, start + int(rng.integers(*DISTURBED_CALLS, endpoint=True)))
 
     def _median_variant(self) -> float:
-        if self.bound == "gpu":
-            return GPU_VARIANT_S * self.gpu * self.world.variant
-        return HOST_VARIANT_S * self.host * self.residual * self.world.variant
+        p = self.pipeline
+        if self.kind == "host":
+            return p.seconds * self.host * self.residual * self.world.variant
+        return p.seconds * (p.busy * self.gpu + (1 - p.busy) * self.host) * self.world.variant
 
     def _noise(self, sigma: float) -> float:
         x = math.exp(self.rng.normal(0, sigma))
@@ -75,19 +105,27 @@ class Session:
 
     def _call(self, eager: bool) -> None:
         wobble = math.exp(self.rng.normal(0, SIGMA["host_call"]))
+        # A disturbed call: the pipelines slow more than the probes show.
+        hit = self.calls in self.disturbed
+        self.calls += 1
+        slow_gpu = self.rng.uniform(1.02, 1.10) if hit else 1.0
+        slow_host = self.rng.uniform(1.3, 2.3) if hit else 1.0
+        slow_call = self.rng.uniform(*((1.10, 1.50) if eager else (1.05, 1.35))) if hit else 1.0
         r = self.result
         probe = r.eager_probe if eager else r.probe
-        probe["matmul_s"].append(PROBE_S["matmul_s"] * self.gpu * math.exp(self.rng.normal(0, SIGMA["matmul"])))
-        probe["copy_s"].append(PROBE_S["copy_s"] * self.gpu * math.exp(self.rng.normal(0, SIGMA["copy"])))
-        probe["launch_s"].append(PROBE_S["launch_s"] * self.host * wobble
+        probe["matmul_s"].append(PROBE_S["matmul_s"] * self.gpu * slow_gpu
+                                 * math.exp(self.rng.normal(0, SIGMA["matmul"])))
+        probe["copy_s"].append(PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])))
+        probe["launch_s"].append(PROBE_S["launch_s"] * self.host * wobble * slow_host
                                  * math.exp(self.rng.normal(0, SIGMA["launch"])))
         if eager:
             r.eager_s.append(EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
-                             * self._noise(SIGMA["eager_call"]))
-        elif self.bound == "gpu":
-            r.variant_s.append(self._median_variant() * self._noise(SIGMA["gpu_call"]))
+                             * slow_call * self._noise(SIGMA["eager_call"]))
+        elif self.kind == "host":
+            r.variant_s.append(self._median_variant() * wobble * slow_call * self._noise(SIGMA["eager_call"]))
         else:
-            r.variant_s.append(self._median_variant() * wobble * self._noise(SIGMA["eager_call"]))
+            r.variant_s.append(self._median_variant() * wobble ** (1 - self.pipeline.busy) * slow_call
+                               * self._noise(SIGMA["gpu_call"]))
 
     def more_rounds(self, k: int) -> None:
         """k paired rounds laid out as Bench.time_rounds does: eager first on even rounds."""
@@ -97,31 +135,31 @@ class Session:
                 self._call(eager)
 
 
-def record_baseline(rng, bound: str = "gpu") -> dict:
+def record_baseline(rng, kind: str = "gpu") -> dict:
     """A baseline entry as --fluxperf-update-baselines writes it: one session of BASELINE_ROUNDS rounds."""
-    s = Session(rng, World(), bound)
+    s = Session(rng, World(), kind)
     s.more_rounds(BASELINE_ROUNDS)
     entry = baselines.entry(s.result)
     return baselines.updated(None, {}, {}, "2026-12-01T00:00:00Z", {"fast": entry})["variants"]["fast"]
 
 
-def judge(rng, world: World, bound: str = "gpu", changes=()) -> tuple[stats.Verdict, stats.Verdict]:
+def judge(rng, world: World, kind: str = "gpu", changes=()) -> tuple[stats.Verdict, stats.Verdict]:
     """A baseline session and a check session: the speed verdict (with its extra rounds) and the stack verdict."""
-    entry = record_baseline(rng, bound)
-    session = Session(rng, world, bound)
+    entry = record_baseline(rng, kind)
+    session = Session(rng, world, kind)
     session.more_rounds(ROUNDS)
     ctx = replace(CTX, changes=tuple(changes))
     speed = verdicts.speed(session, entry, ctx, ROUNDS, MAX_ROUNDS, eager_bound="host")
     return speed, verdicts.stack(session.result, entry, ctx)
 
 
-def rates(seed: int, world: World, bound: str = "gpu", changes=(), trials: int = TRIALS) -> dict:
+def rates(seed: int, world: World, kind: str = "gpu", changes=(), trials: int = TRIALS) -> dict:
     rng = np.random.default_rng(seed)
     out = {"speed": {}, "stack": {}, "messages": []}
     for _ in range(trials):
-        speed, stack = judge(rng, world, bound, changes)
-        for kind, v in (("speed", speed), ("stack", stack)):
-            out[kind][v.status] = out[kind].get(v.status, 0) + 1 / trials
+        speed, stack = judge(rng, world, kind, changes)
+        for question, v in (("speed", speed), ("stack", stack)):
+            out[question][v.status] = out[question].get(v.status, 0) + 1 / trials
         out["messages"].append((speed, stack))
     return out
 
@@ -188,3 +226,83 @@ def test_a_variant_improved_by_20_percent_passes_and_says_the_baseline_is_stale(
 def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
     r = rates(9, World(), changes=("fluxperf commit 1111111111 → 2222222222",))
     assert r["stack"].get(stats.FAIL, 0) <= 0.01, r["stack"]
+
+
+# ----- the parts of the rule, one at a time ------------------------------------------------------------------------
+
+def _run(samples, busy=0.94, bound="gpu", probe_scale=1.0):
+    probe = {k: [v * probe_scale] * len(samples) for k, v in PROBE_S.items()}
+    return stats.Run(list(samples), [EAGER_S] * len(samples), probe, probe, True, bound, busy)
+
+
+def test_a_disturbed_stretch_moves_the_lower_quartile_far_less_than_the_median_or_a_trimmed_mean():
+    rng = np.random.default_rng(11)
+    quiet = 1.23 * np.exp(rng.normal(0, 0.01, 20))
+    disturbed = quiet.copy()
+    disturbed[5:14] *= rng.uniform(1.05, 1.37, 9)   # 9 of 20 rounds, as in the shipped H200 baseline
+    low = stats.latency_change(disturbed, quiet)
+    trimmed = stats.log_change(disturbed, quiet)
+    median = math.log(np.median(disturbed) / np.median(quiet))
+    assert abs(low.value) < 0.01 < trimmed.value and abs(low.value) < median / 2, (low.value, trimmed.value, median)
+
+
+def test_at_the_round_cap_an_estimate_beyond_the_tolerance_fails_only_if_its_interval_is_narrow():
+    base = _run(1.23 * np.exp(np.random.default_rng(12).normal(0, 0.01, 20)))
+    narrow = _run(1.23 * 1.04 * np.exp(np.random.default_rng(18).normal(0, 0.04, 40)))
+    wide = _run(1.23 * 1.10 * np.exp(np.random.default_rng(13).normal(0, 0.15, 40)))
+    for run, final, status in ((narrow, False, stats.INCONCLUSIVE), (narrow, True, stats.FAIL),
+                               (wide, True, stats.INCONCLUSIVE)):
+        v = stats.judge_speed("fast", run, base, 2.0, 0.03, CTX, final=final)
+        assert v.details["ci"][0] < math.log1p(0.03) < v.details["slowdown"], v.message
+        assert v.status == status, v.message
+    assert "still reaches below the tolerance" in stats.judge_speed("fast", narrow, base, 2.0, 0.03, CTX,
+                                                                    final=True).message
+
+
+def test_a_failure_on_the_first_rounds_is_confirmed_with_as_many_rounds_again():
+    class Disturbed(Session):
+        """The whole first set of rounds disturbed, nothing after it."""
+        def _call(self, eager):
+            super()._call(eager)
+            if not eager and len(self.result.variant_s) <= ROUNDS:
+                self.result.variant_s[-1] *= 1.25
+
+    rng = np.random.default_rng(15)
+    entry = record_baseline(rng)
+    session = Disturbed(rng, World())
+    session.more_rounds(ROUNDS)
+    first = stats.judge_speed("fast", session.result.run(), stats.Run.from_entry(entry), entry["speedup"],
+                              entry["tolerance"]["speed"], CTX)
+    assert first.status == stats.FAIL, first.message
+    verdict = verdicts.speed(session, entry, CTX, ROUNDS, MAX_ROUNDS)
+    assert len(session.result.variant_s) >= 2 * ROUNDS
+    assert verdict.status != stats.FAIL, verdict.message
+
+
+def test_a_gpu_bound_pipeline_follows_the_host_for_the_share_of_a_call_its_gpu_waits():
+    quiet = 1.23 * np.exp(np.random.default_rng(16).normal(0, 0.005, 20))
+    base = _run(quiet, busy=0.80)
+    now = _run(quiet * (0.8 + 0.2 * 1.3), busy=0.84, probe_scale=1.0)   # host 30% slower, GPU the same
+    now = replace(now, probe={**now.probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20},
+                  eager_probe={**now.eager_probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20})
+    assert stats.host_share(now, base) == pytest.approx(0.16)   # the busier session's
+    stat, what = stats.own_change(now, base, stats.machine_change(now.all_probe, base.all_probe))
+    assert "16% weight on the host probe" in what
+    # Predicted +0.16 × log 1.3 ≈ +4.3%; the pipeline moved +6% (a 20% share): net about +1.6%, not +6%.
+    assert 0.01 < stat.value < 0.025, stat.value
+
+
+def test_the_recorded_h200_sessions_judge_as_they_should():
+    """The rule on real timings: a 10% pause on compile and pruna_cache_compile fails; unmodified doesn't."""
+    data = json.loads((Path(__file__).parents[1] / "data" / "h200_sessions.json").read_text())
+    base = json.loads((Path(__file__).parents[2] / data["baseline"]).read_text())["variants"]
+    for session, variants in data["sessions"].items():
+        for name in ("compile", "pruna_cache_compile"):
+            entry = base[name]
+            v = stats.judge_speed(name, stats.Run.from_entry(variants[name]), stats.Run.from_entry(entry),
+                                  entry["speedup"], entry["tolerance"]["speed"], CTX, "host",
+                                  final=len(variants[name]["samples_s"]) >= MAX_ROUNDS)
+            if session == "slow":
+                assert v.status == stats.FAIL, v.message
+            else:
+                assert v.status != stats.FAIL, v.message
