@@ -1,10 +1,23 @@
-"""The real suite, end to end on the tiny model on CPU, driven through pytester in a subprocess."""
+"""The real suite, end to end on the tiny model on CPU, driven through pytester.
 
+Most sessions run in this process (suite(..., inprocess=True), see in_this_process): torch, diffusers and
+transformers are imported once for the whole test run instead of once per session, which was most of a session's
+time on the tiny model. A session runs in a fresh interpreter where it needs one: pytest-xdist and torchrun sessions
+(more processes), and what reads the environment when first imported (huggingface_hub's HF_HUB_OFFLINE). A session
+that compiles runs in this process between two resets of dynamo (own_dynamo).
+"""
+
+import contextlib
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
+from _pytest.pytester import SysModulesSnapshot
+
+from fluxperf import variants
 
 pytest_plugins = ["pytester"]
 
@@ -63,25 +76,93 @@ def inductor_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("inductor")
 
 
+@pytest.fixture(scope="session")
+def heavy_imports():
+    """Imported before any pytester snapshot is taken, for in-process sessions: transformers adds a finder to
+    sys.meta_path when first imported (its legacy module names), and pytester's snapshots would remove the finder
+    while transformers itself stays imported."""
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+
 @pytest.fixture
-def suite(pytester, monkeypatch, inductor_cache):
+def in_this_process(pytester, monkeypatch, heavy_imports):
+    """Runs pytest sessions in this process, each as a fresh interpreter would start it.
+
+    pytester drops every module a test imported, after each in-process run and after the test. Imported again,
+    torch's submodules register their operators a second time ("Only a single TORCH_LIBRARY can be used to register
+    the namespace ...") and diffusers and transformers cost seconds: they stay imported. The files written under
+    pytester.path are still dropped, so each session imports the suite and its conftest.py afresh, and conftest.py
+    registers its variants again, in a registry that starts from the shipped variants (tests.slowdown, too,
+    replaces entries in that session's registry only).
+    """
+    import torch
+
+    root = str(pytester.path) + os.sep
+
+    def keep(name: str) -> bool:
+        return not (getattr(sys.modules.get(name), "__file__", None) or "").startswith(root)
+
+    # Private to pytester; if they change, these raise AttributeError here rather than misbehave later.
+    monkeypatch.setattr(pytester, "_sys_modules_snapshot", SysModulesSnapshot(preserve=keep))
+    monkeypatch.setattr(pytester, "_Pytester__take_sys_modules_snapshot", lambda: SysModulesSnapshot(preserve=keep))
+    variants.names()  # imports every shipped variant module once, so that the copy below holds them all
+    shipped = dict(variants._REGISTRY)
+
+    def run(*args):
+        monkeypatch.setattr(variants, "_REGISTRY", dict(shipped))
+        # One thread, as the suite fixture gives a fresh interpreter (OMP_NUM_THREADS=1): the same images, to the bit.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[]):  # the tiny model seeds torch's global generator
+                return pytester.runpytest_inprocess(*args)
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
+@contextlib.contextmanager
+def own_dynamo():
+    """For an in-process session that compiles. dynamo keeps compiled code and counts recompiles per function, per
+    process: the session starts from a fresh interpreter's state (no earlier test's compiles count towards its
+    recompile limit, past which dynamo would silently run eager), and leaves nothing for later tests (test_stacks
+    counts its own recompiles)."""
+    import torch
+
+    torch._dynamo.reset()
+    try:
+        yield
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch, inductor_cache, in_this_process):
+    """run(*args) runs the suite at SMALL's scenario in a fresh interpreter; run(*args, inprocess=True) in this one
+    (in_this_process); run.exactly(*args) runs pytest with just these arguments, in this process."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # One torch.compile cache for every session of the test run: each compiles the same tiny graphs.
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    # One thread per session process: two xdist workers or torchrun ranks with a thread per core each
+    # oversubscribe this 2-core machine (a 15 s session took 50 s), and the tiny model gains nothing from a second.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pytester.makeconftest(CONFTEST)
     for path in PERF.glob("test_*.py"):
         pytester.makepyfile(**{path.stem: path.read_text()})
     pytester.makeini("[pytest]\nmarkers =\n    slow: slow\n")
 
-    def run(*args, slowdown=None):
+    def run(*args, slowdown=None, inprocess=False):
         if slowdown:
             monkeypatch.setenv("FLUXPERF_TEST_SLOWDOWN", slowdown)
         else:
             monkeypatch.delenv("FLUXPERF_TEST_SLOWDOWN", raising=False)
         cache, base, rep = (pytester.path / d for d in ("cache", "baselines", "reports"))
-        return pytester.runpytest_subprocess(*SMALL, f"--fluxperf-cache-dir={cache}", f"--fluxperf-baseline-dir={base}",
-                                             f"--fluxperf-report-dir={rep}", *args)
+        args = (*SMALL, f"--fluxperf-cache-dir={cache}", f"--fluxperf-baseline-dir={base}",
+                f"--fluxperf-report-dir={rep}", *args)
+        return run.exactly(*args) if inprocess else pytester.runpytest_subprocess(*args)
+    run.exactly = in_this_process
     run.reports = pytester.path / "reports"
     return run
 
@@ -98,7 +179,7 @@ RECORDED = {"passed": 6, "skipped": 8}
 
 
 def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
-    first = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines")
+    first = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", inprocess=True)
     first.assert_outcomes(**RECORDED)
     path = baseline_file(pytester)
     data = json.loads(path.read_text())
@@ -113,12 +194,12 @@ def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
     twin["tolerance"]["stack"] = 0.9
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
-    rerun = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline")
+    rerun = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", inprocess=True)
     rerun.assert_outcomes(passed=12, skipped=2)  # peak memory isn't tracked on CPU
 
     # Up to 12 rounds: a busy shared CPU can leave 6 rounds' interval straddling even a 4× slowdown.
     slowed = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", "--fluxperf-max-rounds=12",
-                   "-p", "tests.slowdown", slowdown="twin=3.0")
+                   "-p", "tests.slowdown", slowdown="twin=3.0", inprocess=True)
     slowed.assert_outcomes(passed=11, failed=1, skipped=2)
     out = slowed.stdout.str()
     assert "FAILED test_speed.py::test_speedup_holds[twin]" in out
@@ -130,7 +211,7 @@ def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
                  "--fluxperf-height=64 --fluxperf-width=64 --fluxperf-steps=4"):
         assert part in out, part
 
-    again = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines")
+    again = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", inprocess=True)
     again.assert_outcomes(**RECORDED)
     tolerance = json.loads(path.read_text())["variants"]["twin"]["tolerance"]
     assert tolerance["speed"] == 0.5 and tolerance["stack"] == 0.9
@@ -154,23 +235,24 @@ def small_baseline(pytester) -> Path:
 def test_damaged_baseline_is_a_usage_error_naming_file_and_field(suite, pytester):
     path = small_baseline(pytester)
     text = path.read_text()
-    assert suite("--fluxperf-variants=twin", "--collect-only").ret == pytest.ExitCode.OK  # read, and valid
+    collected = suite("--fluxperf-variants=twin", "--collect-only", inprocess=True)
+    assert collected.ret == pytest.ExitCode.OK  # read, and valid
 
     path.write_text(text[: len(text) // 2])  # truncated, as by a killed editor
-    result = suite("--fluxperf-variants=twin")
+    result = suite("--fluxperf-variants=twin", inprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"baseline {path}: field '(file)': not valid JSON" in result.stderr.str()
 
     data = json.loads(text)
     data["variants"]["twin"]["speedup"] = -1.0
     path.write_text(json.dumps(data))
-    result = suite("--fluxperf-variants=twin")
+    result = suite("--fluxperf-variants=twin", inprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "field 'variants.twin.speedup': -1.0 must be positive" in result.stderr.str()
 
 
 def test_a_failing_build_errors_its_own_tests_and_the_others_still_run(suite, pytester):
-    result = suite("--fluxperf-variants=broken,oom,twin", "-rE")
+    result = suite("--fluxperf-variants=broken,oom,twin", "-rE", inprocess=True)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
     assert outcomes["errors"] == 18  # all 9 tests each of broken and oom
@@ -187,8 +269,9 @@ def test_a_failing_build_errors_its_own_tests_and_the_others_still_run(suite, py
 def test_degraded_variant_fails_quality_and_compile_passes(suite, pytester):
     # On the tiny model a half-denoised image keeps SSIM ~0.8 and PSNR ~23 dB, so the floors here are set
     # where a FLUX-like lossy variant would sit; they also show --fluxperf-floor taking effect.
-    result = suite("--fluxperf-variants=compile,half_denoised", "--fluxperf-floor=half_denoised.ssim=0.9",
-                   "--fluxperf-floor=half_denoised.psnr_db=30", "-v", "-rf")
+    with own_dynamo():
+        result = suite("--fluxperf-variants=compile,half_denoised", "--fluxperf-floor=half_denoised.ssim=0.9",
+                       "--fluxperf-floor=half_denoised.psnr_db=30", "-v", "-rf", inprocess=True)
     out = result.stdout.str()
     # compile meets every floor; with no baseline to compare the aggregates with, the tests then skip.
     for test in ("ssim", "psnr", "lpips"):
@@ -216,7 +299,7 @@ def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session
     scenario = [f"--fluxperf-prompts={prompts}", "--fluxperf-num-prompts=1", "--fluxperf-seeds=3,4",
                 "--fluxperf-guidance=4.5", "--fluxperf-variants=twin"]
     # Without a baseline, --fluxperf-require-baseline fails the verdicts, and says how to record one.
-    first = suite(*scenario, "--fluxperf-require-baseline", "-rf")
+    first = suite(*scenario, "--fluxperf-require-baseline", "-rf", inprocess=True)
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     out = first.stdout.str()
     assert "no baseline for twin in" in out and "(--fluxperf-require-baseline); record one with: " in out
@@ -227,8 +310,8 @@ def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session
         assert part.replace(str(prompts), str(prompts.resolve())) in args, (part, command)
     # The printed command, as a person would paste it (plus where to keep this test's scratch files).
     cache = f"--fluxperf-cache-dir={pytester.path / 'cache'}"
-    pytester.runpytest_subprocess(*args[1:], cache, "-p", "no:cacheprovider").assert_outcomes(**RECORDED)
-    judged = suite(*scenario, "-rs", "-v")
+    suite.exactly(*args[1:], cache, "-p", "no:cacheprovider").assert_outcomes(**RECORDED)
+    judged = suite(*scenario, "-rs", "-v", inprocess=True)
     judged_out = judged.stdout.str()
     assert "no baseline for twin" not in judged_out
     assert "test_speedup_holds[twin] SKIPPED" not in judged_out and "test_speedup_holds[twin]" in judged_out
@@ -236,7 +319,7 @@ def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session
 
 def test_several_seeds_and_an_in_place_variant_never_hold_two_eager_pipelines(suite):
     result = suite("--fluxperf-variants=inplace_twin", "--fluxperf-seeds=0,1", "--fluxperf-num-prompts=1",
-                   "--fluxperf-max-rounds=3", "-s")
+                   "--fluxperf-max-rounds=3", "-s", inprocess=True)
     result.assert_outcomes(**RECORDED)
     out = result.stdout.str() + result.stderr.str()
     # Built once for eager; the in-place variant consumes it and nothing needs another before the session ends.

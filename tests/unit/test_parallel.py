@@ -13,7 +13,8 @@ from fluxperf import parallel
 from fluxperf import torchrun as ranks
 from fluxperf.scenario import Scenario
 from fluxperf.variants import Unavailable, get
-from tests.unit.test_e2e import REPO, inductor_cache, suite  # noqa: F401  (fixtures: tiny model, the real suite)
+from tests.unit.test_e2e import REPO
+from tests.unit.test_e2e import heavy_imports, in_this_process, inductor_cache, suite  # noqa: F401  (fixtures: the real suite)
 
 pytest_plugins = ["pytester"]
 
@@ -57,7 +58,7 @@ def test_context_parallel_under_torchrun_matches_eager(tmp_path):
 
 
 def test_without_torchrun_context_parallel_skips_before_timing_anything(suite, pytester):
-    result = suite("--fluxperf-variants=context_parallel", "-rs")
+    result = suite("--fluxperf-variants=context_parallel", "-rs", inprocess=True)
     result.assert_outcomes(passed=3, skipped=11)  # eager runs; its stack and memory checks and every
     # context_parallel test skip
     assert "run torchrun --nproc-per-node 2 -m pytest -m gpu" in result.stdout.str()
@@ -108,7 +109,7 @@ def test_torchrun_and_xdist_together_are_a_usage_error(suite, monkeypatch):
 
 
 def test_a_bad_cp_param_is_a_usage_error(suite):
-    result = suite("--fluxperf-variants=context_parallel", "--fluxperf-param=cp_mode=rings")
+    result = suite("--fluxperf-variants=context_parallel", "--fluxperf-param=cp_mode=rings", inprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--fluxperf-param: cp_mode must be one of ulysses, ring, got 'rings'" in result.stderr.str()
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.unit.test_e2e import PERF, RECORDED, REPO, SMALL, inductor_cache, suite  # noqa: F401  (fixtures)
+from tests.unit.test_e2e import PERF, RECORDED, REPO, SMALL
+from tests.unit.test_e2e import heavy_imports, in_this_process, inductor_cache, suite  # noqa: F401  (fixtures)
 
 pytest_plugins = ["pytester"]
 
@@ -100,6 +101,7 @@ def test_a_folder_that_is_not_a_pipeline_is_refused_at_once(pytester):
 
 def test_a_hub_model_that_can_t_be_loaded_stops_the_session_at_the_first_attempt(suite, pytester):
     seconds_start = time.perf_counter()
+    # In a fresh interpreter: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
     result = suite("--fluxperf-model=some-org/does-not-exist", "--fluxperf-variants=compile")
     seconds = time.perf_counter() - seconds_start
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -118,7 +120,7 @@ def test_a_pipeline_saved_with_save_pretrained_runs_through_the_real_model_path(
 
     folder = pytester.path / "my-flux"
     build_pipeline(Scenario(model="tiny", device="cpu", dtype="float32")).save_pretrained(folder)
-    result = suite(f"--fluxperf-model={folder}", "--fluxperf-variants=eager", "-rs")
+    result = suite(f"--fluxperf-model={folder}", "--fluxperf-variants=eager", "-rs", inprocess=True)
     result.assert_outcomes(passed=3, skipped=2)  # eager's benchmark, steps, determinism; no baseline yet
     assert "no baseline for eager in" in result.stdout.str() and "; record one with: pytest -m gpu" in result.stdout.str()
     report = json.loads((pytester.path / "reports" / "results.json").read_text())
@@ -129,7 +131,7 @@ def test_a_pipeline_saved_with_save_pretrained_runs_through_the_real_model_path(
 # ----- a header up front --------------------------------------------------------------------------------------------
 
 def test_a_fluxperf_session_starts_with_a_header_naming_model_device_scenario_baseline_variants_and_cache(suite, pytester):
-    result = suite("--fluxperf-variants=twin", "--collect-only")
+    result = suite("--fluxperf-variants=twin", "--collect-only", inprocess=True)
     out = result.stdout.str()
     base = pytester.path / "baselines" / "cpu"
     for line in ("fluxperf model: tiny — TINY toy model", "fluxperf device: cpu; GPU: none (CPU)",
@@ -156,7 +158,8 @@ def _readme_example(title: str) -> str:
     return README[block:README.index("```", block)]
 
 
-def test_the_readme_conftest_variant_is_timed_and_judged_from_the_user_s_project(pytester, monkeypatch):
+def test_the_readme_conftest_variant_is_timed_and_judged_from_the_user_s_project(pytester, monkeypatch,
+                                                                                  in_this_process):
     """The README's complete example: a project's conftest.py registers a variant, and the suite that ships with
     fluxperf runs from that project with --pyargs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -164,7 +167,8 @@ def test_the_readme_conftest_variant_is_timed_and_judged_from_the_user_s_project
     common = [a for a in SMALL if a != "-m" and a != "gpu"]
     paths = [f"--fluxperf-cache-dir={pytester.path / 'cache'}", f"--fluxperf-baseline-dir={pytester.path / 'b'}",
              f"--fluxperf-report-dir={pytester.path / 'r'}", "--fluxperf-variants=fused_qkv"]
-    run = lambda *args: pytester.runpytest_subprocess("-m", "gpu", "--pyargs", "fluxperf.suite", *common, *paths, *args)
+    # In this process; each session imports the project's conftest.py afresh, as a fresh interpreter would.
+    run = lambda *args: in_this_process("-m", "gpu", "--pyargs", "fluxperf.suite", *common, *paths, *args)
     run("--fluxperf-update-baselines").assert_outcomes(**RECORDED)
     judged = run("--fluxperf-require-baseline", "-v")
     out = judged.stdout.str()

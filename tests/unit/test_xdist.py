@@ -11,7 +11,8 @@ import pytest
 
 from fluxperf import report
 from fluxperf.xdist import pinned_device, variant_of_nodeid
-from tests.unit.test_e2e import inductor_cache, suite  # noqa: F401  (fixtures: tiny model, the real suite, cheap variants)
+# Fixtures: the tiny model, the real suite, cheap variants.
+from tests.unit.test_e2e import heavy_imports, in_this_process, inductor_cache, suite  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -73,9 +74,12 @@ def test_merge_refuses_a_variant_measured_by_two_workers():
         report.merge({"gw0": part("eager", "twin"), "gw1": part("twin")}, ["eager", "twin"], "cpu")
 
 
-def test_two_workers_give_the_single_process_report_and_one_baseline(suite, pytester):
+def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_against_it(suite, pytester):
+    """Two workers record what one process records; then workers judge against the single process's baseline.
+    One test, so that the judging sessions reuse the recording sessions' baseline instead of recording another."""
     root = pytester.path
-    single = suite(VARIANTS, "--fluxperf-update-baselines")
+    # In this process; the workers in theirs. One thread each (the suite fixture): their numbers are compared exactly.
+    single = suite(VARIANTS, "--fluxperf-update-baselines", inprocess=True)
     # Its own cache folder: both workers render eager's reference images at once and must not clash.
     spread = suite(VARIANTS, "--fluxperf-update-baselines", *XDIST, "-v", f"--fluxperf-cache-dir={root / 'cache-x'}",
                    f"--fluxperf-report-dir={root / 'reports-x'}", f"--fluxperf-baseline-dir={root / 'baselines-x'}")
@@ -122,9 +126,9 @@ def test_two_workers_give_the_single_process_report_and_one_baseline(suite, pyte
     assert untimed(spread_base) == untimed(single_base) and spread_base["key"] == single_base["key"]
     assert spread_base["variants"]["twin"]["rounds"] == 20
 
-
-def test_workers_judge_against_the_baseline_and_the_verdicts_reach_the_report(suite, pytester):
-    suite(VARIANTS, "--fluxperf-update-baselines").assert_outcomes(passed=8, skipped=14, failed=1)
+    # ----- workers judge against the baseline, and the verdicts reach the report ---------------------------------
+    # Against the single process's baseline, recorded above.
+    single.assert_outcomes(passed=8, skipped=14, failed=1)
     path = next((pytester.path / "baselines" / "cpu").glob("*.json"))
     data = json.loads(path.read_text())
     data["variants"]["twin"]["tolerance"]["stack"] = 50.0
