@@ -252,9 +252,8 @@ def expected_change(machine: dict[str, Interval], bound: str, host_share: float 
     GPU-bound one the GPU probe's, plus `host_share` of the host's beyond it; for "unknown", the larger."""
     if bound == "gpu":
         gpu, host = machine["gpu"], machine["host"]
-        w = host_share
-        value = gpu.value + w * (host.value - gpu.value)
-        half = math.hypot((1 - w) * _half(gpu), w * _half(host))
+        value = gpu.value + host_share * (host.value - gpu.value)
+        half = math.hypot((1 - host_share) * _half(gpu), host_share * _half(host))
         return Interval(value, value - half, value + half, gpu.n)
     if bound in machine:
         return machine[bound]
@@ -297,9 +296,9 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
     yardstick: at 512² it is host-bound and moves by tens of percent between sessions on one machine, more than
     the regressions being judged. PASS when the whole 95% interval of the slowdown is below the tolerance,
     INCONCLUSIVE while it straddles it (the procedure then takes more rounds; at the round cap, `final`, an
-    estimate beyond the tolerance is a FAIL if the interval's half-width is within the tolerance), FAIL above it, unless
-    eager, per unit of the host probe, is slower by at least as much with 95% confidence: then the whole pipeline
-    is (WARN here; test_stack_speed_holds judges the stack).
+    estimate beyond the tolerance is a FAIL if the interval's half-width is within the tolerance), FAIL above
+    it, unless eager, per unit of the host probe, is slower by at least as much with 95% confidence: then the
+    whole pipeline is (WARN here; test_stack_speed_holds judges the stack).
     """
     machine = machine_change(now.all_probe, base.all_probe)
     sp = speedup(now.eager_s, now.variant_s, now.paired)

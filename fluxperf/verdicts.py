@@ -29,7 +29,7 @@ def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
           eager_bound: str = "unknown") -> Verdict:
     """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides), up to
     `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed calls
-    (another process on the machine) can cover a whole first set, never a second one as well.
+    (another process on the machine) can cover a whole first set, and rarely a second one as well.
     `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
     result = live.result
     base = stats.Run.from_entry(entry)
