@@ -343,7 +343,7 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
     # A host-bound variant follows the same host as a host-bound eager, so eager can take the blame: unless the
     # variant slowed more than eager did, with 95% confidence, the host slowed both where its probe didn't look.
     # Another process taking the CPU in turns runs between the probe's sub-millisecond samples but not through a
-    # whole call: on 2 shared cores the tiny model's calls ran 2.3x slower while the probe's median didn't move.
+    # whole call: on 2 shared cores the tiny model's calls ran 2.2x slower while the probe's median didn't move.
     # A GPU-bound variant gets no such allowance: eager, net of the probe, moves several percent between sessions.
     past_eager = latency_change(now.variant_s, base.variant_s).shifted(eager)
     if base.bound == "host" and eager_bound == "host" and past_eager.low <= 0:

@@ -245,7 +245,8 @@ def test_host_bound_variant_alone_50_percent_slower_still_fails():
 
 def test_the_recorded_shared_cpu_session_is_blamed_on_the_host():
     """The rule on real timings: the tiny model rerun while two other processes kept both cores busy. Its calls
-    ran 2.3x slower and the host probe didn't move, so it read +83% net of the machine, past the 50% tolerance."""
+    ran 2.2x slower (lower quartiles), eager's too, and the host probe's median moved -4%, so it read +130% net of
+    the machine, past the 50% tolerance."""
     data = json.loads((Path(__file__).parents[1] / "data" / "cpu_shared_session.json").read_text())
     base, now = stats.Run.from_entry(data["baseline"]), stats.Run.from_entry(data["session"])
     v = stats.judge_speed("twin", now, base, data["baseline"]["speedup"], data["tolerance"], CTX,
