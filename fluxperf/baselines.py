@@ -9,6 +9,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from fluxperf.contention import FIELDS as CONTENTION_FIELDS
+
 # 2: per-round samples and the machine probe beside them, what the speed and stack rules compare.
 SCHEMA_VERSION = 2
 
@@ -22,6 +24,8 @@ REQUIRED_SAMPLES = ("samples_s", "eager_samples_s")
 PROBE_FIELDS = ("matmul_s", "copy_s", "launch_s")
 OPTIONAL_NONNEGATIVE = ("peak_mem_gb", "build_s")
 QUALITY_FIELDS = ("lpips_mean", "ssim_mean", "psnr_db_mean")
+# Per-image values beside each mean: their spread over prompts sets how far a later session's mean may move.
+QUALITY_VALUES = ("lpips_values", "ssim_values", "psnr_db_values")
 BOUNDS = ("gpu", "host", "unknown")
 
 
@@ -96,6 +100,11 @@ def validate(data, path: Path) -> dict:
         tol = entry.get("tolerance")
         if not isinstance(tol, dict):
             raise BaselineError(path, f"{where}.tolerance", "missing or not an object")
+        unknown = sorted(set(tol) - set(DEFAULT_TOLERANCE))
+        if unknown:
+            # A mistyped key (speedup for speed) would otherwise be kept and silently do nothing.
+            raise BaselineError(path, f"{where}.tolerance.{unknown[0]}",
+                                f"unknown tolerance; the known ones are {', '.join(DEFAULT_TOLERANCE)}")
         for field in DEFAULT_TOLERANCE:
             if field not in tol:
                 raise BaselineError(path, f"{where}.tolerance.{field}", "missing")
@@ -103,12 +112,28 @@ def validate(data, path: Path) -> dict:
         for field in ("speed", "stack", "peak_mem"):
             if tol[field] >= 1:
                 raise BaselineError(path, f"{where}.tolerance.{field}", f"{tol[field]} is a fraction and must be < 1")
+        record = entry.get("contention")
+        if record is not None:
+            if not isinstance(record, dict) or any(not isinstance(v, list) for v in record.values()):
+                raise BaselineError(path, f"{where}.contention", "expected an object of per-call lists")
+            unknown = sorted(set(record) - set(CONTENTION_FIELDS))
+            if unknown:
+                raise BaselineError(path, f"{where}.contention.{unknown[0]}",
+                                    f"unknown field; the known ones are {', '.join(CONTENTION_FIELDS)}")
         quality = entry.get("quality") or {}
         if not isinstance(quality, dict):
             raise BaselineError(path, f"{where}.quality", "expected an object")
         for field in QUALITY_FIELDS:
             # null means "not measured" (lpips) or "identical images" (psnr_db)
             _number(path, f"{where}.quality.{field}", quality.get(field), positive=False, nullable=True)
+        for field in QUALITY_VALUES:
+            values = quality.get(field)
+            if values is None:
+                continue  # recorded before per-image values were kept
+            if not isinstance(values, list):
+                raise BaselineError(path, f"{where}.quality.{field}", "expected a list of per-image values")
+            for i, value in enumerate(values):
+                _number(path, f"{where}.quality.{field}[{i}]", value, positive=False, nullable=True)
     return data
 
 
@@ -236,6 +261,7 @@ def entry(result) -> dict:
 
     sp = result.speedup()
     q = {f"{m}_mean": quality.json_value(v["mean"]) for m, v in result.quality.items()}
+    q.update({f"{m}_values": [quality.json_value(x) for x in v["values"]] for m, v in result.quality.items()})
     if result.quality:
         q["lpips_backbone"] = result.quality.get("lpips", {}).get("backbone")
     ci = [sp.ci_low, sp.ci_high]
@@ -244,6 +270,7 @@ def entry(result) -> dict:
         "latency_s": result.latency()[0], "eager_latency_s": stats.median_spread(result.eager_s)[0],
         "samples_s": list(result.variant_s), "eager_samples_s": list(result.eager_s),
         "cpu_s": list(result.variant_cpu_s), "probe": {k: list(v) for k, v in result.probe.items()},
+        "contention": {k: list(v) for k, v in result.contention.items()},
         "eager_probe": {k: list(v) for k, v in result.eager_probe.items()},
         "design": result.design, "bound": result.bound, "gpu_busy": result.gpu_busy,
         "peak_mem_gb": result.peak_mem_gb, "build_s": result.build_s, "rounds": len(result.variant_s),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fluxperf import baselines, environment, quality, roofline, stats, timing, variants
+from fluxperf import baselines, contention, environment, quality, roofline, stats, timing, variants, watchdog
 from fluxperf.models import build_pipeline, max_sequence_length, torch_dtype
 from fluxperf.options import Settings
 from fluxperf.probe import PROBES, Probe
@@ -34,8 +34,13 @@ BASELINE_ROUNDS = 20
 # quartiles moved -2% (docs/results.md).
 GPU_BOUND_BUSY = 0.75
 
-# Floors each image must meet against eager. Lossless variants (compile) must be near-identical.
-LOSSLESS_FLOOR = {"ssim": 0.98, "psnr_db": 35.0, "lpips": 0.02}
+# Floors each image must meet against eager. A lossless variant is judged step by step (test_fidelity_holds) and
+# against its own baseline's images; its final images only have to stay clear of a broken pipeline, because on
+# the real model 28 steps turn bf16-level differences into different, equally good images: FLUX.1-dev compiled
+# vs eager scored LPIPS 0.38 at 1024² (pytorch/pytorch#179520). These floors are set to catch images unrelated to
+# eager's (noise, a blank image), not a subtle change, which the other two checks catch. Lossy variants keep the
+# floors they had.
+LOSSLESS_FLOOR = {"ssim": 0.3, "psnr_db": 12.0, "lpips": 0.6}
 LOSSY_FLOOR = {"ssim": 0.5, "psnr_db": 15.0, "lpips": 0.4}
 
 
@@ -58,6 +63,9 @@ class VariantResult:
     probe: dict = field(default_factory=lambda: {k: [] for k in PROBES})        # a sample before each variant call
     eager_probe: dict = field(default_factory=lambda: {k: [] for k in PROBES})  # a sample before each eager call
     steps: list[int] = field(default_factory=list)        # denoising steps each timed call ran (both pipelines)
+    # What shared the machine around each timed call (fluxperf.contention.FIELDS), the variant's and eager's.
+    contention: dict = field(default_factory=lambda: contention.empty())
+    eager_contention: dict = field(default_factory=lambda: contention.empty())
     # The untimed warm-up calls' seconds, kept to show what timing right after a build would have measured.
     warmup_s: dict = field(default_factory=lambda: {"eager": [], "variant": []})
     paired: bool = True
@@ -108,7 +116,7 @@ class VariantResult:
 
     def run(self) -> stats.Run:
         return stats.Run(self.variant_s, self.eager_s, self.probe, self.eager_probe, self.paired, self.bound,
-                         self.gpu_busy)
+                         self.gpu_busy, contention.sharing(self.contention, self.variant_s))
 
 
 class LiveRun:
@@ -188,6 +196,7 @@ class Bench:
         self._latents: dict[int, torch.Tensor] = {}
         self.scorer = quality.Scorer(settings.lpips_random_backbone, self.device)
         self._probe: Probe | None = None
+        self._sensor: contention.Sensor | None = None
 
     # ----- environment and keys -------------------------------------------------------------------
     @property
@@ -227,6 +236,8 @@ class Bench:
         """The eager pipeline, built on first use and rebuilt after an in-place variant consumed it."""
         if self._base is None:
             self.progress.begin("eager")
+            # Loading is not under the build limit: every variant needs it, and an interrupted import (diffusers
+            # imports lazily) would break the module for the rest of the process.
             with self.progress.step(f"building the {self.scenario.model} pipeline on {self.device}", key="load_s"):
                 pipe = build_pipeline(self.scenario, self.progress.say)
             self._make_latents(pipe)
@@ -234,7 +245,7 @@ class Bench:
             self._pipeline = pipe
             # Eager's own build (the pipeline as loaded) is also the eager side of every other variant's rounds.
             pipe = self._base = variants.get("eager").build(pipe, self.scenario, {})
-            with self.progress.step("warm-up call"):
+            with self.progress.step("warm-up call"), self.call_limit("eager's warm-up call"):
                 self.render(pipe, self.scenario.items[0])
         return self._base
 
@@ -272,6 +283,18 @@ class Bench:
             self._probe = Probe(self.device)
         return self._probe
 
+    @property
+    def sensor(self) -> contention.Sensor:
+        if self._sensor is None:
+            self._sensor = contention.Sensor(self.device)
+            if self._sensor.why_not_gpu and self.device.startswith("cuda"):
+                self.progress.say(f"other work on the GPU is not sensed: {self._sensor.why_not_gpu}")
+        return self._sensor
+
+    def call_limit(self, what: str):
+        """The per-call time limit around one pipeline call."""
+        return watchdog.limit(self.settings.call_timeout_s, what, "--fluxperf-call-timeout")
+
     # ----- eager reference images -----------------------------------------------------------------
     def reference_cache(self) -> Path:
         env = self.env
@@ -291,7 +314,8 @@ class Bench:
                 pipe = self.base()
                 self.progress.begin("eager")
                 with self.progress.step(f"rendering {len(self.scenario.items)} reference images"):
-                    self._reference = torch.cat([self.to_u8(self.render(pipe, it)) for it in self.scenario.items])
+                    self._reference = torch.cat([self.to_u8(self.limited_render(pipe, it, "eager"))
+                                                 for it in self.scenario.items])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # xdist workers may render the same reference at once: each writes its own temporary
                 # file and renames it into place, so a reader never sees a half-written one.
@@ -331,7 +355,11 @@ class Bench:
                 self._base = self._pipeline = live.eager_pipe = None
             self.progress.begin(name)
             timing.reset_peak(self.device)
-            with self.progress.step(f"building {name}", key="build_s"):
+            # The build and its warm-up call (where torch.compile compiles) share one limit: a build that never
+            # ends costs this variant, not the session.
+            with self.progress.step(f"building {name}", key="build_s"), \
+                    watchdog.limit(self.settings.build_timeout_s, f"{name}'s build and warm-up call",
+                                   "--fluxperf-build-timeout"):
                 params = {**result.params, "cache_dir": self.settings.cache_dir / "artifacts" / name,
                           "progress": self.progress, "parallel": self.parallel}
                 pipe = base if name == "eager" else variant.build(share_modules(source), self.scenario, params)
@@ -356,7 +384,8 @@ class Bench:
                 self.check_determinism(result)
             else:
                 with self.progress.step(f"rendering {len(self.scenario.items)} images for quality"):
-                    result.images = torch.cat([self.to_u8(self.render(pipe, it)) for it in self.scenario.items])
+                    result.images = torch.cat([self.to_u8(self.limited_render(pipe, it, name))
+                                               for it in self.scenario.items])
                 self.score(result, reference)
             result.status = "measured"
             return live
@@ -373,18 +402,28 @@ class Bench:
         finally:
             self.write_reports()
 
+    def limited_render(self, pipe, item, who: str) -> torch.Tensor:
+        with self.call_limit(f"a call of {who} (prompt {item[0]}, seed {item[1]})"):
+            return self.render(pipe, item)
+
     def _timed_call(self, result: VariantResult, pipe, item, eager: bool, record: bool):
-        """One timed call with a probe sample before it; returns the image."""
+        """One timed call with the machine sensed around it (the quiet window and the probe sample before it,
+        the host's counters across it); returns the image."""
+        quiet = self.sensor.quiet() if record else None   # warm-up calls are not judged: no window for them
         sample = self.probe.sample()
         counter = StepCounter.on(pipe)
         before = counter.count
         if not eager:
             timing.reset_peak(self.device)
-        wall, cpu, out = timing.timed(lambda: self.render(pipe, item), self.device)
+        token = self.sensor.start()
+        with self.call_limit(f"a timed call of {'eager' if eager else result.name}"):
+            wall, cpu, out = timing.timed(lambda: self.render(pipe, item), self.device)
+        reading = self.sensor.stop(token, quiet)
         if not record:
             result.warmup_s["eager" if eager else "variant"].append(wall)
             return out
         result.steps.append(counter.count - before)
+        contention.append(result.eager_contention if eager else result.contention, reading)
         for k in PROBES:
             (result.eager_probe if eager else result.probe)[k].append(sample[k])
         if eager:
@@ -421,6 +460,7 @@ class Bench:
         if result.name == "eager" and record:
             result.eager_s, result.eager_cpu_s = list(result.variant_s), list(result.variant_cpu_s)
             result.eager_probe = {k: list(v) for k, v in result.probe.items()}
+            result.eager_contention = {k: list(v) for k, v in result.contention.items()}
 
     def check_determinism(self, result: VariantResult) -> None:
         """Eager's timed images against its reference images: the same prompt and seed twice."""

@@ -8,6 +8,7 @@ resolve().
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,14 @@ from fluxperf import torchrun, variants
 from fluxperf.scenario import BUILTIN_MODELS, DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
 
 DEVICES = ("cuda", "cpu", "auto")
-METRICS = ("ssim", "psnr_db", "lpips")
+# The range a per-image floor can take, per metric: SSIM lies in [-1, 1], LPIPS is a distance (>= 0; about 1 for
+# unrelated images), PSNR of 8-bit images is a positive number of dB (inf when identical).
+METRICS = {"ssim": (-1.0, 1.0), "psnr_db": (0.0, math.inf), "lpips": (0.0, math.inf)}
+# A cold compile of FLUX.1-dev's transformer took 77-112 s on an H100/H200 and a cold fp8 compile with autotuning
+# over 530 s (docs/results.md); an L40S is several times slower. 20 minutes leaves room for that and no more. On CPU
+# the tiny model's builds take seconds. A call: an fp8 fake-quantized image took 36 s on an L40S at 512².
+BUILD_TIMEOUT_S = {"cuda": 1200.0, "cpu": 300.0}
+CALL_TIMEOUT_S = {"cuda": 600.0, "cpu": 120.0}
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class Settings:
     worker: str | None = None
     # The command that re-records this session's baseline (rebaseline_command); shown in messages.
     rebaseline: str = "pytest -m gpu --fluxperf-update-baselines"
+    # Limits on a variant's build (with its warm-up call) and on any one pipeline call; None: no limit.
+    build_timeout_s: float | None = None
+    call_timeout_s: float | None = None
 
 
 def _positive_multiple_of_16(text: str) -> int:
@@ -62,7 +73,24 @@ def _typed(kind, what: str):
 
 
 _integer = _typed(int, "an integer")
-_number = _typed(float, "a number")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be 0 (no limit) or a number of seconds")
+    return value
+
 
 
 def _at_least(minimum: int):
@@ -121,6 +149,13 @@ def addoption(parser) -> None:
     add("report-dir", default=None, help="report folder (default: reports/ at the rootdir)")
     add("cache-dir", default=None, help="reference images and build artifacts, torch.compile's included "
         "(env FLUXPERF_CACHE_DIR; default ~/.cache/fluxperf)")
+    add("build-timeout", type=_seconds, default=None, metavar="SECONDS",
+        help="a variant's build and warm-up call may take this long, then it fails and the session goes on "
+             f"(default {BUILD_TIMEOUT_S['cuda']:g} s on CUDA, sized for a cold FLUX compile on the slowest "
+             f"supported card; {BUILD_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)")
+    add("call-timeout", type=_seconds, default=None, metavar="SECONDS",
+        help=f"any one pipeline call may take this long (default {CALL_TIMEOUT_S['cuda']:g} s on CUDA, "
+             f"{CALL_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)")
     add("lpips-random-backbone", action="store_true",
         help="LPIPS with a random AlexNet, for offline smoke runs only; reports label it")
 
@@ -150,9 +185,13 @@ def _parse_floor(text: str, names: list[str]):
         raise usage("floor", f"{text!r} is not VARIANT.METRIC=VALUE with a variant in {', '.join(names)} "
                              f"and a metric in {', '.join(METRICS)}")
     try:
-        return name, metric, float(raw)
+        value = float(raw)
     except ValueError:
         raise usage("floor", f"{raw!r} is not a number") from None
+    low, high = METRICS[metric]
+    if not low <= value <= high or math.isnan(value):
+        raise usage("floor", f"{text!r}: a {metric} floor must lie in [{low:g}, {high:g}]")
+    return name, metric, value
 
 
 def check_model_folder(model: str) -> None:
@@ -228,7 +267,14 @@ def resolve(config, worker: str | None = None) -> Settings:
                     report_dir=Path(opt("report_dir") or root / "reports"), repo_dir=root,
                     update_baselines=opt("update_baselines"), require_baseline=opt("require_baseline"),
                     lpips_random_backbone=opt("lpips_random_backbone"), floors=floors, worker=worker,
-                    rebaseline=rebaseline_command(opt, model, dtype))
+                    rebaseline=rebaseline_command(opt, model, dtype),
+                    build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
+                    call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device))
+
+
+def _limit(given: float | None, defaults: dict, device: str) -> float | None:
+    value = defaults["cpu" if device == "cpu" else "cuda"] if given is None else given
+    return value or None
 
 
 def rebaseline_command(opt, model: str, dtype: str) -> str:

@@ -16,12 +16,13 @@ import traceback
 
 import pytest
 
-from fluxperf import options, torchrun, xdist
+from fluxperf import options, torchrun, watchdog, xdist
 
 SETTINGS = pytest.StashKey["options.Settings"]()
 BENCH = pytest.StashKey["object"]()        # the session's fluxperf.bench.Bench, once a fluxperf test is selected
 RESULTS = pytest.StashKey[dict]()          # the session's results dict, merged under xdist, for the summary
 WRITTEN = pytest.StashKey[object]()        # the baseline file this session wrote, if it did
+SIGTERM = pytest.StashKey[object]()        # the SIGTERM handler in place before fluxperf's
 CPU_HINT = "run the suite on CPU with the tiny model: pytest -m gpu --fluxperf-device cpu (or: make bench)"
 FIXTURES = ("variant_run", "fluxperf_bench")
 
@@ -82,7 +83,13 @@ def session_of(config):
             torch.cuda.set_device(torch.device(device))
         # Builds take minutes: show their steps live, even while pytest captures the tests' output.
         config.stash[BENCH] = Bench(settings, Progress(lambda line: _show(config, line)), group)
+        # A CI time limit sends SIGTERM: end the session as Ctrl-C does, so that what finished is written.
+        config.stash[SIGTERM] = watchdog.on_terminate()
     return config.stash[BENCH]
+
+
+def pytest_unconfigure(config):
+    watchdog.restore(config.stash.get(SIGTERM, None))
 
 
 def _show(config, line: str) -> None:
@@ -197,6 +204,8 @@ def variant_run(request, fluxperf_bench):
         live = fluxperf_bench.measure(name)
     except variants.Unavailable as exc:
         pytest.skip(f"{name}: {exc}")
+    except watchdog.PhaseTimeout as exc:
+        failure = f"{name}: {exc}"
     except ModelSourceError as exc:
         # Every variant needs the model: stop the session now, with the one line that says what to do. What was
         # measured before is in the reports (pytest_sessionfinish writes them); exit code 4, a setup problem.

@@ -9,6 +9,13 @@ resource, timed once per round next to the pipeline calls and stored in the base
 - copy_s: device-to-device copies, bound by memory bandwidth;
 - launch_s: a loop of small ops on tiny tensors, bound by the host: Python, the dispatcher and the
   kernel launch path, the same path eager spends its time in.
+
+The GPU probes are timed over a window, not in one short burst: matmuls and copies alternate in chunks for about
+35 ms on an H100, each chunk timed by CUDA events, and a sample is the window's total per operation. Another
+process's kernels that run a few milliseconds at a time (10-30% of the time) hit a 1.5 ms burst of matmuls in
+only a minority of samples, so the session's median never saw them, while every pipeline call of a second paid
+for them; a 35 ms window overlaps several of their bursts every time and slows by about as much as a call does
+(tests/unit/test_probe.py simulates both designs).
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import torch
 # Sizes: long enough that launch and timer overheads are ~1% of each GPU probe, short enough that a probe before
 # every call costs ~50 ms beside a pipeline call of a second or more.
 # The small-op loop runs long enough (~40 ms on an H200's host) to average over the host's jitter.
-GPU_SIZES = {"matmul_n": 4096, "matmul_reps": 8, "copy_mib": 256, "copy_reps": 8, "launch_iters": 400}
-CPU_SIZES = {"matmul_n": 128, "matmul_reps": 2, "copy_mib": 4, "copy_reps": 2, "launch_iters": 20}
+# The GPU window: `chunks` × (`matmul_reps` matmuls, then `copy_reps` copies), about 35 ms on an H100.
+GPU_SIZES = {"matmul_n": 4096, "matmul_reps": 4, "copy_mib": 256, "copy_reps": 4, "chunks": 24, "launch_iters": 400}
+CPU_SIZES = {"matmul_n": 128, "matmul_reps": 1, "copy_mib": 4, "copy_reps": 1, "chunks": 2, "launch_iters": 20}
 PROBES = ("matmul_s", "copy_s", "launch_s")
 
 
@@ -46,25 +54,53 @@ class Probe:
         self.device = device
         self.sizes = GPU_SIZES if device.startswith("cuda") else CPU_SIZES
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self._gen = torch.Generator("cpu").manual_seed(0)
+        self._gen = torch.Generator(device).manual_seed(0)
 
-    def _matmul(self) -> float:
-        n, reps = self.sizes["matmul_n"], self.sizes["matmul_reps"]
-        # Random operands: zeros run measurably faster on tensor cores than real data does.
-        a = torch.randn(n, n, generator=self._gen).to(self.device, self.dtype)
-        b = torch.randn(n, n, generator=self._gen).to(self.device, self.dtype)
-        out = torch.empty(n, n, device=self.device, dtype=self.dtype)
-        torch.mm(a, b, out=out)  # first call picks the kernel; not timed
-        seconds = _clock(self.device, lambda: [torch.mm(a, b, out=out) for _ in range(reps)])
-        return seconds / reps
-
-    def _copy(self) -> float:
-        count, reps = self.sizes["copy_mib"] * 2 ** 20 // 4, self.sizes["copy_reps"]
+    def _operands(self):
+        # Made for each sample and freed after it, so that no probe memory is allocated during a pipeline call
+        # (its peak memory is measured). Random operands: zeros run faster on tensor cores than real data does.
+        n, count = self.sizes["matmul_n"], self.sizes["copy_mib"] * 2 ** 20 // 4
+        a = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
+        b = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
         src = torch.ones(count, device=self.device, dtype=torch.float32)
-        dst = torch.empty_like(src)
+        return a, b, torch.empty(n, n, device=self.device, dtype=self.dtype), src, torch.empty_like(src)
+
+    def _window(self) -> tuple[float, float]:
+        """Seconds per matmul and per copy over one window of alternating chunks."""
+        a, b, out, src, dst = self._operands()
+        mm, cp, chunks = self.sizes["matmul_reps"], self.sizes["copy_reps"], self.sizes["chunks"]
+        torch.mm(a, b, out=out)  # first calls pick the kernels; not timed
         dst.copy_(src)
-        seconds = _clock(self.device, lambda: [dst.copy_(src) for _ in range(reps)])
-        return seconds / reps
+
+        def matmuls():
+            for _ in range(mm):
+                torch.mm(a, b, out=out)
+
+        def copies():
+            for _ in range(cp):
+                dst.copy_(src)
+
+        if not self.device.startswith("cuda"):
+            mm_s = cp_s = 0.0
+            for _ in range(chunks):
+                mm_s += _clock(self.device, matmuls)
+                cp_s += _clock(self.device, copies)
+            return mm_s / (chunks * mm), cp_s / (chunks * cp)
+        # Events between the chunks time each on the GPU itself: the whole window is queued at once and
+        # synchronized once, so the host's pace can't leave gaps in it, and the time another context holds the
+        # GPU in the middle of a chunk is in that chunk's time.
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(2 * chunks + 1)]
+        _sync(self.device)
+        marks[0].record()
+        for i in range(chunks):
+            matmuls()
+            marks[2 * i + 1].record()
+            copies()
+            marks[2 * i + 2].record()
+        _sync(self.device)
+        mm_ms = sum(marks[2 * i].elapsed_time(marks[2 * i + 1]) for i in range(chunks))
+        cp_ms = sum(marks[2 * i + 1].elapsed_time(marks[2 * i + 2]) for i in range(chunks))
+        return mm_ms / 1e3 / (chunks * mm), cp_ms / 1e3 / (chunks * cp)
 
     def _launch(self) -> float:
         # A mix of the small ops a transformer block dispatches, on tensors so small that the GPU is idle
@@ -91,8 +127,8 @@ class Probe:
     def sample(self) -> dict[str, float]:
         """Seconds per unit of each workload: one matmul, one copy, one loop iteration of small ops."""
         with torch.no_grad():
-            return {"matmul_s": self._matmul(), "copy_s": self._copy(), "launch_s": self._launch()}
-
+            matmul_s, copy_s = self._window()
+            return {"matmul_s": matmul_s, "copy_s": copy_s, "launch_s": self._launch()}
 
 
 def rates(sample: dict[str, float], device: str) -> dict[str, float]:

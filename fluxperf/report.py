@@ -13,7 +13,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fluxperf import baselines, environment, probe, quality
+from fluxperf import baselines, contention, environment, probe, quality
 
 MODEL_NOTES = {
     "tiny": "TINY toy model with random weights: checks the harness, says nothing about FLUX.1-dev",
@@ -67,7 +67,9 @@ def results_dict(bench) -> dict:
                  "transformer_flops": r.work.transformer_flops if r.work else None,
                  "blocks_ran": r.work.blocks_ran if r.work else None,
                  "blocks_total": r.work.blocks_total if r.work else None,
-                 "steps": r.steps, "design": r.design, "bound": r.bound, "gpu_busy": r.gpu_busy,
+                 "steps": r.steps, "contention": r.contention, "eager_contention": r.eager_contention,
+                 "sharing": sharing_dict(contention.sharing(r.contention, r.variant_s)),
+                 "design": r.design, "bound": r.bound, "gpu_busy": r.gpu_busy,
                  "cpu_share": r.cpu_share, "kernel_s": r.kernel_s, "libraries": list(r.libraries),
                  "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png,
                  "grid_png": grid_name(name) if _has_grid(r) else None}
@@ -86,6 +88,30 @@ def results_dict(bench) -> dict:
         entry["baseline_entry"] = baselines.entry(r) if r.status == "measured" else None
         out["variants"][name] = entry
     return out
+
+
+def sharing_dict(sh: contention.Sharing) -> dict:
+    return {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks),
+            "shared": sh.shared}
+
+
+def shared_line(results: dict) -> str | None:
+    """One line for the top of every summary when another process shared the machine during timed calls."""
+    parts = []
+    for name, v in results["variants"].items():
+        sh = v.get("sharing") or {}
+        if not sh.get("shared"):
+            continue
+        what = []
+        if (sh.get("gpu_busy") or 0) >= contention.SHARED_GPU_BUSY:
+            what.append(f"GPU busy with another process {sh['gpu_busy']:.0%} of the time between its calls")
+        if (sh.get("host_wait") or 0) >= contention.SHARED_HOST_WAIT:
+            what.append(f"waited for a CPU for {sh['host_wait']:.0%} of its calls' time")
+        parts.append(f"{name} ({'; '.join(what)})")
+    if not parts:
+        return None
+    return ("THE MACHINE WAS SHARED during timed calls: " + ", ".join(parts) +
+            ". Speed verdicts that the sharing could explain are INCONCLUSIVE, not judged; rerun on a quiet machine.")
 
 
 def _pooled_probe(entries) -> dict | None:
@@ -251,7 +277,9 @@ def _inf(metric: str, value):
 
 def header_lines(results: dict) -> list[str]:
     env, sc, model = results["environment"], results["scenario"], results["model_source"]
-    lines = [f"model: {model} — {model_banner(model)}",
+    shared = shared_line(results)
+    lines = [shared] if shared else []
+    lines += [f"model: {model} — {model_banner(model)}",
              f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); host CPU: {env['host_cpu']}",
              f"scenario: {sc['height']}x{sc['width']}, {sc['steps']} steps, guidance {sc['guidance']}, {sc['dtype']}, "
              f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds [{sc['slug']}]",
@@ -277,8 +305,11 @@ def table_md(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(results: dict, chart: str | None) -> str:
     model, det = results["model_source"], results["determinism"]
-    parts = [f"# fluxperf report — {model}", "", f"> **{model_banner(model)}**", "",
-             *[f"- {line}" for line in header_lines(results)], f"- generated: {results['generated_utc']}", ""]
+    shared = shared_line(results)
+    parts = [f"# fluxperf report — {model}", "", *([f"> **{shared}**", ""] if shared else []),
+             f"> **{model_banner(model)}**", "",
+             *[f"- {line}" for line in header_lines(results) if line != shared],
+             f"- generated: {results['generated_utc']}", ""]
     if det and not det["ok"]:
         parts += [f"> **WARNING: eager is not deterministic here** (worst PSNR of a re-render "
                   f"{quality.fmt('psnr_db', _inf('psnr_db', det['worst_psnr_db']))}); quality verdicts are unreliable.", ""]

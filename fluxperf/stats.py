@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fluxperf.contention import Sharing
+
 PASS, FAIL, INCONCLUSIVE, WARN = "PASS", "FAIL", "INCONCLUSIVE", "WARN"
 CONFIDENCE = 0.95
 
@@ -201,11 +203,15 @@ class Run:
     paired: bool = True
     bound: str = "unknown"    # "gpu" | "host" | "unknown": which resource sets this pipeline's latency
     busy: float | None = None  # share of a call the GPU was busy (the profiler's kernel time over the latency)
+    sharing: Sharing = Sharing()  # what else used the machine during the variant's calls
 
     @classmethod
     def from_entry(cls, entry: dict) -> "Run":
+        from fluxperf import contention
+
         return cls(entry["samples_s"], entry["eager_samples_s"], entry["probe"], entry["eager_probe"],
-                   entry.get("design") != "blocks", entry.get("bound", "unknown"), entry.get("gpu_busy"))
+                   entry.get("design") != "blocks", entry.get("bound", "unknown"), entry.get("gpu_busy"),
+                   contention.sharing(entry.get("contention"), entry.get("samples_s")))
 
     @property
     def all_probe(self) -> dict:
@@ -274,6 +280,28 @@ def _changes_text(ctx: Context) -> str:
     return "software unchanged since the baseline"
 
 
+def sharing_weights(bound: str, share: float) -> tuple[float, float]:
+    """How much of a call the GPU's and the host's sharing can stretch: a GPU-bound pipeline's kernels for the
+    share of the call they run (1 - share), its host part for the rest; a host-bound one all host; unknown: both."""
+    return {"gpu": (1.0 - share, share), "host": (0.0, 1.0)}.get(bound, (1.0, 1.0))
+
+
+def _sharing_text(sh: Sharing, explained: float) -> str:
+    parts = []
+    if (sh.gpu_busy or 0) >= 0.005:
+        parts.append(f"another process kept the GPU busy {sh.gpu_busy:.0%} of the time between this pipeline's "
+                     f"calls")
+    if sh.procs:
+        parts.append(f"{sh.procs} other compute process{'es' if sh.procs > 1 else ''} on the GPU")
+    if (sh.host_wait or 0) >= 0.005:
+        parts.append(f"its threads waited for a CPU for {sh.host_wait:.0%} of its calls' time "
+                     f"(another process on the cores)")
+    if sh.clocks:
+        parts.append(f"clocks held down ({', '.join(sh.clocks)})")
+    return f"the machine was shared: {'; '.join(parts) or 'lightly'}; that explains a slowdown of up to " \
+           f"{_pct(explained)}"
+
+
 def own_change(now: Run, base: Run, machine: dict[str, Interval]) -> tuple[Interval, str]:
     """A pipeline's own latency change net of the machine's, by what sets its latency (the baseline's `bound`):
     net of the GPU probe's change for a GPU-bound one (and of the host probe's for the share of a call it waits
@@ -322,6 +350,8 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
         facts += f"; eager moved ({eager.factor:.2f}× its baseline latency), so the speedup over eager moved with it"
     if math.isnan(stat.low):
         return Verdict(INCONCLUSIVE, f"{facts}: too few samples for an interval{tail}", details=details)
+    if now.sharing.shared:
+        return _judge_shared(name, now, base, stat, limit, facts, tail, details, ctx)
     if stat.high < limit:
         if stat.high < -limit:
             return Verdict(PASS, f"{facts}; {name} is faster than its baseline, which is stale: "
@@ -354,6 +384,31 @@ def judge_speed(name: str, now: Run, base: Run, base_speedup: float, tol: float,
     return Verdict(FAIL, f"{facts}: {name} regressed{beyond}{tail}; if intended: {ctx.rebaseline}", details=details)
 
 
+def _judge_shared(name: str, now: Run, base: Run, stat: Interval, limit: float, facts: str, tail: str,
+                  details: dict, ctx: Context) -> Verdict:
+    """The speed rule on a shared machine (README, "When the machine is shared"). The probe's samples are short
+    and another process's work is intermittent, so the probe accounts for part of the sharing at best: a PASS
+    needs the latency within the tolerance before any correction for the machine, and a FAIL a slowdown beyond
+    the tolerance plus the most the sharing can explain, both with 95% confidence. Anything between is not
+    judged: INCONCLUSIVE, and the procedure takes no more rounds."""
+    sh = now.sharing
+    explained = sh.explained(*sharing_weights(base.bound, host_share(now, base)))
+    raw = latency_change(now.variant_s, base.variant_s)
+    facts += f"; {_sharing_text(sh, explained)}"
+    details = {**details, "shared": True, "explained": explained, "raw": [raw.value, raw.low, raw.high],
+               "sharing": {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs,
+                           "clocks": list(sh.clocks)}}
+    if raw.high < limit:
+        return Verdict(PASS, f"{facts}; within the tolerance even so (latency {_pct(raw.value)} before any "
+                             f"correction for the machine, 95% CI up to {_pct(raw.high)}){tail}", details=details)
+    if stat.low > limit + explained:
+        return Verdict(FAIL, f"{facts}: {name} regressed beyond what the sharing explains (its slowdown's 95% CI "
+                             f"starts at {_pct(stat.low)}, past the tolerance plus {_pct(explained)}){tail}; "
+                             f"if intended: {ctx.rebaseline}", details=details)
+    return Verdict(INCONCLUSIVE, f"{facts}: not judged, as the sharing could explain the slowdown; rerun on a "
+                                 f"quiet machine{tail}", details=details)
+
+
 def judge_stack(name: str, now: Run, base: Run, tol: float, ctx: Context) -> Verdict:
     """Did the whole stack get slower? A pipeline's absolute latency against its baseline, net of the machine.
 
@@ -371,6 +426,14 @@ def judge_stack(name: str, now: Run, base: Run, tol: float, ctx: Context) -> Ver
              f"(95% CI {math.exp(net.low):.3f}–{math.exp(net.high):.3f}; tolerance {tol:.0%}); {_machine_text(machine)}")
     hosts = f"; {', '.join(ctx.host_changes)}" if ctx.host_changes else ""
     details = {"change": raw.value, "net": net.value, "machine": {k: v.value for k, v in machine.items()}}
+    if now.sharing.shared and raw.value > limit:
+        # As for the speed rule: only a slowdown beyond what the sharing can explain is the stack's.
+        explained = now.sharing.explained(*sharing_weights(base.bound, host_share(now, base)))
+        facts += f"; {_sharing_text(now.sharing, explained)}"
+        details = {**details, "shared": True, "explained": explained}
+        if not (not math.isnan(net.low) and net.low > limit + explained and ctx.changes):
+            return Verdict(WARN, f"{facts}: not judged, as the sharing could explain the slowdown; "
+                                 f"{_changes_text(ctx)}{hosts} [{ctx.where}]", details=details)
     if not math.isnan(net.low) and net.low > limit:
         if ctx.changes:
             return Verdict(FAIL, f"{facts}: the stack is slower; suspects: {', '.join(ctx.changes)}{hosts} "

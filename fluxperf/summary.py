@@ -25,7 +25,7 @@ def header_lines(bench) -> list[str]:
 def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
     tr.write_sep("=", "fluxperf summary")
     for line in report.header_lines(results):
-        tr.write_line(line)
+        tr.write_line(line, red=line.startswith("THE MACHINE WAS SHARED"), bold=line.startswith("THE MACHINE"))
     tr.write_line("")
     tr.write_line(report.table_text(report.SPEED_HEADER, report.speed_rows(results)))
     rrows = report.roofline_rows(results)

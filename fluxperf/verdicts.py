@@ -29,7 +29,8 @@ def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
           eager_bound: str = "unknown") -> Verdict:
     """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides), up to
     `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed calls
-    (another process on the machine) can cover a whole first set, and rarely a second one as well.
+    (another process on the machine) can cover a whole first set, and rarely a second one as well. A verdict left
+    INCONCLUSIVE because the machine was shared is final.
     `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
     result = live.result
     base = stats.Run.from_entry(entry)
@@ -39,7 +40,9 @@ def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
         final = len(result.variant_s) >= max_rounds or not result.paired
         verdict = stats.judge_speed(result.name, result.run(), base, entry["speedup"], tol, ctx, eager_bound, final)
         unconfirmed = verdict.status == FAIL and len(result.variant_s) < 2 * rounds
-        if (verdict.status != INCONCLUSIVE and not unconfirmed) or final:
+        # Not judged because the machine was shared: more rounds on a shared machine can't settle it.
+        settled = verdict.status != INCONCLUSIVE or verdict.details.get("shared")
+        if (settled and not unconfirmed) or final:
             return verdict
         live.more_rounds(min(rounds, max_rounds - len(result.variant_s)))
 
@@ -68,9 +71,26 @@ def quality_floor(result, metric: str, floor: float, prompts) -> Verdict:
     return Verdict(PASS, f"{result.name}: every image meets the {metric} floor {floor}")
 
 
+# How many standard errors of the difference between two sessions' means the spread-based tolerance allows.
+QUALITY_SPREAD_Z = 3.0
+
+
+def spread_tolerance(values, n_now: int) -> float | None:
+    """The tolerance the baseline's spread over prompts gives a mean: QUALITY_SPREAD_Z standard errors of the
+    difference of two means, sd × sqrt(1/n_baseline + 1/n_now). On the real model a new torch or driver makes a
+    compiled pipeline's images differ from eager's in new, equally good ways: each image's score is then a new
+    draw from a distribution as wide as the baseline's spread over prompts, and the mean moves by about this."""
+    values = [v for v in values or () if v is not None and math.isfinite(v)]
+    if len(values) < 2 or n_now < 1:
+        return None
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return QUALITY_SPREAD_Z * sd * math.sqrt(1 / len(values) + 1 / n_now)
+
+
 def quality_baseline(result, metric: str, entry: dict, ctx: stats.Context, prompts) -> Verdict | None:
-    """The aggregate against the baseline's; None when the baseline can't be compared (the reason is returned
-    by quality_skip_reason)."""
+    """The aggregate against the baseline's, with the larger of the entry's tolerance and the one the baseline's
+    spread over prompts gives (spread_tolerance)."""
     recorded = entry.get("quality") or {}
     q = result.quality[metric]
     better = quality.HIGHER_IS_BETTER[metric]
@@ -78,11 +98,15 @@ def quality_baseline(result, metric: str, entry: dict, ctx: stats.Context, promp
     if base is None and metric == "psnr_db":
         base = math.inf  # the baseline's images were identical to eager's
     tol = entry["tolerance"][metric]
+    spread = spread_tolerance(recorded.get(f"{metric}_values"), len(q["values"]))
+    wide = spread is not None and spread > tol
+    tol_text = f"tolerance {spread:.4g} from the baseline's spread over prompts" if wide else f"tolerance {tol}"
+    tol = spread if wide else tol
     mean = q["mean"]
     limit = base - tol if better else base + tol
     regressed = mean < limit if better else mean > limit
     facts = (f"{result.name}: {'pooled' if metric == 'psnr_db' else 'mean'} {metric} {quality.fmt(metric, mean)} vs "
-             f"baseline {quality.fmt(metric, base)} (tolerance {tol}, limit {quality.fmt(metric, limit)}) [{ctx.where}]")
+             f"baseline {quality.fmt(metric, base)} ({tol_text}, limit {quality.fmt(metric, limit)}) [{ctx.where}]")
     if regressed:
         return Verdict(FAIL, f"{facts}; {_note(result, metric, prompts)}; if intended: {ctx.rebaseline}")
     return Verdict(PASS, facts)

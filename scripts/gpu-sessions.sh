@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU sessions behind docs/results.md, on a host without internet that already has torch.
-# Usage: scripts/gpu-sessions.sh STAGE...   (STAGE: record | judge | slow | everything | full | xdist | cp)
+# Usage: scripts/gpu-sessions.sh STAGE...
+#   (STAGE: nvml | record | judge | slow | everything | neighbour | neighbour-slow | timeout | full | xdist | cp)
 # Wheels for what the host lacks are expected in .whl/ (see README, "Offline install"); .whl/inductor.tgz, if
 # present, seeds torch.compile's cache. Every stage's log, report and baseline folder land in $OUT/STAGE.tgz.
 set -uo pipefail
@@ -36,6 +37,7 @@ run() {  # run NAME ARGS...: one pytest session, its log and report kept under $
   echo "=== $name: exit $rc after $((SECONDS - start)) s"
   sed -n '/fluxperf summary/,/^reports:/p' "$WORK/$name.log" | cut -c1-220
   grep -E "^(FAILED|ERROR)" "$WORK/$name.log" | cut -c1-900
+  grep -E "FluxperfWarning: INCONCLUSIVE" "$WORK/$name.log" | sort -u | cut -c1-900 | head -4
   grep -E "passed|failed" "$WORK/$name.log" | tail -1
   cp -r "$BASE" "$WORK/$name/" 2>/dev/null
   tar czf "$RESULTS/$name.tgz" --exclude='*.png' -C "$WORK" "$name" "$name.log"
@@ -52,6 +54,22 @@ for stage in "$@"; do
     everything)  # every pipeline call 10% slower, eager's included
       FLUXPERF_TEST_SLOWDOWN=$(echo eager,$VARIANTS | sed 's/\([a-z_]*\)/\1=0.1/g') \
         run everything --fluxperf-variants=$VARIANTS --fluxperf-require-baseline -p tests.slowdown ;;
+    nvml)   # what the contention sensor reads here, alone and beside a neighbour
+      python3 scripts/gpu-neighbour.py --check 2>&1 | grep -v Warning ;;
+    neighbour|neighbour-slow)   # another process's matmul bursts on the GPU, NEIGHBOUR of the time
+      python3 scripts/gpu-neighbour.py --duty ${NEIGHBOUR:-0.2} --burst-ms 3 --seconds 900 \
+        --log "$WORK/$stage-neighbour.log" & pid=$!
+      sleep 8
+      if [ $stage = neighbour ]; then
+        run $stage --fluxperf-variants=$VARIANTS --fluxperf-require-baseline --fluxperf-max-rounds=15
+      else  # and each variant 10% slower as well
+        FLUXPERF_TEST_SLOWDOWN=$(echo $VARIANTS | sed 's/\([a-z_]*\)/\1=0.1/g') \
+          run $stage --fluxperf-variants=$VARIANTS --fluxperf-require-baseline --fluxperf-max-rounds=15 -p tests.slowdown
+      fi
+      kill $pid; cat "$WORK/$stage-neighbour.log" ;;
+    timeout)   # TIMEOUT_VARIANT's cold build past a short limit, then VARIANTS judged in the same session
+      run timeout --fluxperf-variants=${TIMEOUT_VARIANT:-ao_fp8_compile},$VARIANTS --fluxperf-require-baseline \
+        --fluxperf-build-timeout=${BUILD_TIMEOUT:-45} --fluxperf-max-rounds=15 ;;
     full)   # every variant (or VARIANTS), one process on one GPU
       run full --fluxperf-variants=$VARIANTS --fluxperf-param=calib_size=2 ;;
     xdist)  # the same session spread over the visible GPUs, one pytest-xdist worker each

@@ -64,6 +64,10 @@ def test_a_broken_file_raises_baseline_error_naming_the_file_and_the_field(name,
     (lambda d: d["variants"]["compile"]["probe"].pop("launch_s"), "variants.compile.probe.launch_s"),
     (lambda d: d["variants"]["compile"].pop("eager_probe"), "variants.compile.eager_probe"),
     (lambda d: d["variants"]["compile"].__setitem__("bound", "cpu"), "variants.compile.bound"),
+    # A mistyped tolerance (speedup for speed) is refused, not kept doing nothing.
+    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speedup", 0.07), "variants.compile.tolerance.speedup"),
+    (lambda d: d["variants"]["compile"].__setitem__("contention", {"gpu_busy": [0.1]}),
+     "variants.compile.contention.gpu_busy"),
 ])
 def test_other_invalid_values_name_their_field(tmp_path, mutate, field):
     data = valid()
@@ -200,13 +204,13 @@ def test_merge_baselines_command_writes_the_merged_file_and_the_table(tmp_path):
     runs = _write_runs(tmp_path)
     out, table = tmp_path / "baselines", tmp_path / "table.md"
     old = valid()
-    old["variants"]["compile"]["tolerance"]["speedup"] = 0.07       # the committed file's hand edit
+    old["variants"]["compile"]["tolerance"]["speed"] = 0.07       # the committed file's hand edit
     baselines.write_atomic(out / RELATIVE, baselines.dumps(old))
     done = _merge_cli("--out", str(out), "--table", str(table), *map(str, runs))
     assert done.returncode == 0, done.stderr
     merged = baselines.load(out / RELATIVE)
     assert merged["variants"]["compile"]["speedup"] == 1.31 and merged["variants"]["compile"]["runs"] == 3
-    assert merged["variants"]["compile"]["tolerance"]["speedup"] == 0.07
+    assert merged["variants"]["compile"]["tolerance"]["speed"] == 0.07
     text = table.read_text()
     assert f"### {RELATIVE}" in text and "| compile | speedup | 1.310 | 1.310 | +0.0% |" in text
     assert "| compile | latency_s | 0.916 | 0.916 |" in text

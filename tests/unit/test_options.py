@@ -35,6 +35,15 @@ BAD_OPTIONS = [
     (["--fluxperf-floor=nope.ssim=0.9"], "--fluxperf-floor", "'nope.ssim=0.9' is not VARIANT.METRIC=VALUE"),
     (["--fluxperf-floor=compile.fid=0.9"], "--fluxperf-floor", "'compile.fid=0.9' is not VARIANT.METRIC=VALUE"),
     (["--fluxperf-floor=compile.ssim=high"], "--fluxperf-floor", "'high' is not a number"),
+    (["--fluxperf-floor=compile.ssim=2"], "--fluxperf-floor", "'compile.ssim=2': a ssim floor must lie in [-1, 1]"),
+    (["--fluxperf-floor=compile.lpips=-0.1"], "--fluxperf-floor",
+     "'compile.lpips=-0.1': a lpips floor must lie in [0, inf]"),
+    (["--fluxperf-floor=compile.psnr_db=nan"], "--fluxperf-floor",
+     "'compile.psnr_db=nan': a psnr_db floor must lie in [0, inf]"),
+    (["--fluxperf-guidance=nan"], "--fluxperf-guidance", "'nan' is not a finite number"),
+    (["--fluxperf-guidance=inf"], "--fluxperf-guidance", "'inf' is not a finite number"),
+    (["--fluxperf-build-timeout=-5"], "--fluxperf-build-timeout", "-5 must be 0 (no limit) or a number of seconds"),
+    (["--fluxperf-call-timeout=soon"], "--fluxperf-call-timeout", "'soon' is not a number"),
     (["--fluxperf-dtype=float64"], "--fluxperf-dtype", "'float64' is not one of bfloat16, float16, float32"),
     (["--fluxperf-seeds=1,x"], "--fluxperf-seeds", "'1,x' is not a comma-separated list of integers"),
     (["--fluxperf-seeds=,"], "--fluxperf-seeds", "give at least one seed"),
@@ -112,3 +121,12 @@ def test_good_params_floors_and_seeds_are_parsed(settings):
     assert s.params == {"calib_size": 4}
     assert s.floors == {"compile": {"ssim": 0.9, "psnr_db": 30.0}}
     assert s.scenario.seeds == (3, 1) and len(s.scenario.prompts) == 2
+
+
+def test_time_limits_default_by_device_and_zero_turns_them_off(settings):
+    cpu, cuda = settings("--fluxperf-device=cpu"), settings("--fluxperf-device=cuda")
+    assert (cpu.build_timeout_s, cpu.call_timeout_s) == (options.BUILD_TIMEOUT_S["cpu"], options.CALL_TIMEOUT_S["cpu"])
+    assert (cuda.build_timeout_s, cuda.call_timeout_s) == (options.BUILD_TIMEOUT_S["cuda"],
+                                                           options.CALL_TIMEOUT_S["cuda"])
+    off = settings("--fluxperf-device=cpu", "--fluxperf-build-timeout=0", "--fluxperf-call-timeout=2.5")
+    assert (off.build_timeout_s, off.call_timeout_s) == (None, 2.5)

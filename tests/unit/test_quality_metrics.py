@@ -99,7 +99,8 @@ def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, b
     reason = verdicts.quality_skip_reason(result, metric, entry)
     if reason:
         return reason
-    return verdicts.quality_baseline(result, metric, entry, stats.Context("b.json", "rebaseline"), ["a prompt"])
+    return verdicts.quality_baseline(result, metric, entry, stats.Context("b.json", "rebaseline"),
+                                     ["a prompt"] * len(values))
 
 
 def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
@@ -138,3 +139,21 @@ def test_fifty_five_identical_images_and_one_at_36_db_do_not_score_36_db():
     assert pooled == pytest.approx(36.0 + 10 * math.log10(56))
     # The old mean over finite values scored this set 36.0 dB, below a set of 56 images at 37 dB.
     assert pooled > quality.summarize("psnr_db", [37.0] * 56).mean
+
+
+def test_the_baseline_spread_over_prompts_sets_how_far_a_mean_may_move():
+    """On the real model a compiled image differs from eager's by a new draw each time the software changes: the
+    mean of 8 LPIPS values spread like the baseline's moves by a few standard errors, past a fixed 0.02."""
+    spread = [0.20, 0.45, 0.30, 0.38, 0.25, 0.50, 0.33, 0.41]
+    recorded = {"lpips_mean": sum(spread) / 8, "lpips_backbone": "alexnet", "lpips_values": spread}
+    redraw = [0.40, 0.32, 0.47, 0.28, 0.44, 0.39, 0.35, 0.37]          # mean +0.025: a new draw, not a regression
+    v = _judge("lpips", redraw, recorded, 0.02, "alexnet")
+    assert v.status == "PASS" and "from the baseline's spread over prompts" in v.message, v.message
+    broken = [x + 0.25 for x in spread]                                # every image much further from eager
+    assert _judge("lpips", broken, recorded, 0.02, "alexnet").status == "FAIL"
+    # Without per-image values (an older baseline) the entry's tolerance alone applies, as before.
+    old = {k: v for k, v in recorded.items() if k != "lpips_values"}
+    assert _judge("lpips", redraw, old, 0.02, "alexnet").status == "FAIL"
+    # A tight spread (random weights: near-identical images) never narrows the entry's tolerance.
+    tight = {"ssim_mean": 0.999, "ssim_values": [0.999, 0.9991, 0.9989]}
+    assert "(tolerance 0.02," in _judge("ssim", [0.985, 0.985, 0.985], tight, 0.02).message

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fluxperf import baselines, stats, verdicts
+from fluxperf import baselines, contention, stats, verdicts
 from fluxperf.bench import BASELINE_ROUNDS, VariantResult
+from tests.neighbour import long_slowdown, overlap, slowdown
 
 TRIALS = 1000
 ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
@@ -70,11 +71,18 @@ class World:
     """What differs from the baseline session: factors on eager, on the variant, and on the machine itself.
 
     `host` and `gpu` slow the machine (the probe sees them and so does every pipeline bound by that resource);
-    `eager` and `variant` slow one pipeline alone, where no probe can see it."""
+    `eager` and `variant` slow one pipeline alone, where no probe can see it; `neighbour` is another process's
+    share of the GPU, in bursts of a few ms (tests/neighbour.py)."""
     eager: float = 1.0
     variant: float = 1.0
     host: float = 1.0
     gpu: float = 1.0
+    neighbour: float = 0.0
+
+
+# The quiet window NVML's samples cover before each call (2.5 sample periods of 1/6 s, less the first, which
+# straddles the window's start), the probe's GPU window, and eager's GPU-busy share at 512² (1.53 s of 2.3 s).
+QUIET_S, PROBE_WINDOW_S, EAGER_BUSY = 0.25, 0.035, 0.66
 
 
 class Session:
@@ -85,6 +93,10 @@ class Session:
         self.host = math.exp(rng.normal(0, SIGMA["host_session"])) * world.host
         self.gpu = math.exp(rng.normal(0, SIGMA["gpu_session"])) * world.gpu
         self.residual = math.exp(rng.normal(0, SIGMA["eager_residual"]))
+        # How much of the neighbour's bursts this process's kernels lose: half under equal time slices, all of
+        # it when the neighbour holds the GPU for a whole burst.
+        # (Drawn only beside a neighbour, so that the other rows' sessions draw the same numbers as before.)
+        self.kappa = rng.uniform(0.5, 1.0) if world.neighbour else 0.0
         # The profiler's kernel time: a disturbed stretch, like a pause, lowers the busy share it gives.
         self.result = VariantResult("fast", device="cuda", kernel_s=self.pipeline.busy * self._median_variant())
         self.calls = 0
@@ -112,12 +124,22 @@ class Session:
         slow_host = self.rng.uniform(1.3, 2.3) if hit else 1.0
         slow_call = self.rng.uniform(*((1.10, 1.50) if eager else (1.05, 1.35))) if hit else 1.0
         r = self.result
+        duty, rng = self.world.neighbour, self.rng
+        # The quiet window reads the neighbour's share in NVML's whole percent; the probe's window and the call
+        # each lose what their own stretch of its timeline costs them.
+        contention.append(r.eager_contention if eager else r.contention,
+                          contention.Reading(gpu_other_busy=round(overlap(rng, duty, QUIET_S), 2)))
+        slow_gpu *= slowdown(rng, duty, self.kappa, PROBE_WINDOW_S)
         probe = r.eager_probe if eager else r.probe
         probe["matmul_s"].append(PROBE_S["matmul_s"] * self.gpu * slow_gpu
                                  * math.exp(self.rng.normal(0, SIGMA["matmul"])))
         probe["copy_s"].append(PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])))
         probe["launch_s"].append(PROBE_S["launch_s"] * self.host * wobble * slow_host
                                  * math.exp(self.rng.normal(0, SIGMA["launch"])))
+        busy = EAGER_BUSY if eager else self.pipeline.busy
+        seconds = EAGER_S if eager else self.pipeline.seconds
+        # The neighbour slows the share of the call the GPU runs this process's kernels.
+        slow_call *= busy * long_slowdown(rng, duty, self.kappa, busy * seconds) + 1 - busy
         if eager:
             r.eager_s.append(EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
                              * slow_call * self._noise(SIGMA["eager_call"]))
@@ -226,6 +248,34 @@ def test_a_variant_improved_by_20_percent_passes_and_says_the_baseline_is_stale(
 def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
     r = rates(9, World(), changes=("fluxperf commit 1111111111 → 2222222222",))
     assert r["stack"].get(stats.FAIL, 0) <= 0.01, r["stack"]
+
+
+# ----- another process on the GPU: its kernels in bursts of a few ms, 10-30% of the time -------------------------
+
+@pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
+def test_a_neighbour_on_the_gpu_fails_at_most_one_percent_and_is_named(duty):
+    r = rates(21, World(neighbour=duty))
+    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]
+    # Whatever is not a PASS names the sharing with its numbers.
+    unsure = [v for v, _ in r["messages"] if v.status != stats.PASS]
+    assert all("the machine was shared: another process kept the GPU busy" in v.message for v in unsure), \
+        next(v.message for v in unsure if "the machine was shared" not in v.message)
+
+
+@pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
+def test_a_real_regression_beside_a_neighbour_never_passes(duty):
+    r = rates(22, World(neighbour=duty, variant=1.15))
+    assert r["speed"].get(stats.PASS, 0) == 0, r["speed"]
+    inconclusive = [v for v, _ in r["messages"] if v.status == stats.INCONCLUSIVE]
+    assert all(v.details.get("shared") and "not judged" in v.message for v in inconclusive), r["speed"]
+    assert set(r["speed"]) <= {stats.FAIL, stats.INCONCLUSIVE}, r["speed"]
+
+
+def test_a_regression_far_beyond_what_the_neighbour_explains_still_fails():
+    r = rates(23, World(neighbour=0.1, variant=1.5))
+    assert r["speed"].get(stats.FAIL, 0) >= 0.95, r["speed"]
+    assert share(r["messages"], 0, stats.FAIL, "regressed beyond what the sharing explains") >= 0.95
 
 
 # ----- a host-bound variant (a cache without compile, 67% busy) beside a host-bound eager --------------------------
@@ -346,7 +396,11 @@ ROWS = (("nothing changed", World(), ()), ("the variant alone 10% slower", World
         ("host and GPU 10% slower (the probe sees it)", World(host=1.10, gpu=1.10), ()),
         ("every pipeline 10% slower, no probe sees it", World(eager=1.10, variant=1.10), ()),
         ("every pipeline 50% slower, no probe sees it", World(eager=1.50, variant=1.50), ()),
-        ("every pipeline 10% slower after a torch update", World(eager=1.10, variant=1.10), TORCH_UPDATE))
+        ("every pipeline 10% slower after a torch update", World(eager=1.10, variant=1.10), TORCH_UPDATE),
+        *((f"another process on the GPU {d:.0%} of the time", World(neighbour=d), ()) for d in (0.1, 0.2, 0.3)),
+        *((f"the variant 15% slower, another process on the GPU {d:.0%} of the time",
+           World(neighbour=d, variant=1.15), ()) for d in (0.1, 0.2, 0.3)),
+        ("the variant 50% slower, another process on the GPU 10% of the time", World(neighbour=0.1, variant=1.5), ()))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ XDIST = ["-n", "2", "--dist", "loadgroup"]
 # Timings, and where the files went; everything else must match between the two runs.
 TIMING = {"build_s", "build_phases_s", "peak_mem_gb", "eager_samples_s", "samples_s", "latency_median_s",
           "latency_iqr_s", "speedup", "speedup_ci", "latency_s", "eager_latency_s", "cpu_samples_s",
-          "eager_cpu_samples_s", "cpu_s", "cpu_share", "probe", "eager_probe", "warmup_s"}
+          "eager_cpu_samples_s", "cpu_s", "cpu_share", "probe", "eager_probe", "warmup_s", "contention",
+          "eager_contention", "sharing"}
 
 
 def _untimed(entry: dict) -> dict:
@@ -144,13 +145,18 @@ def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
     judged = suite(VARIANTS, "--fluxperf-require-baseline", *XDIST)
-    # Two workers share this CPU's two cores, so a speed verdict may fail on timing; that it was reached,
-    # recorded on its worker and merged into the report is what is checked here.
-    outcomes = judged.parseoutcomes()
-    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 20 and outcomes["skipped"] == 3, outcomes
+    # Two workers share this CPU's two cores with whatever else runs: a speed verdict may not PASS, but it must not
+    # FAIL either (nothing changed), and when it doesn't pass it names the machine, not the variant.
     results = json.loads((pytester.path / "reports" / "results.json").read_text())
     assert results["baseline_found"] and results["baseline_file"] == str(path)
     for name in ("twin", "half_denoised"):
         assert {"steps", "speedup", "stack"} <= results["variants"][name]["verdicts"].keys(), name
+    # half_denoised's failures are its own (steps skipped); twin's speed passes or names the machine.
+    failed = {n: [c for c, x in v["verdicts"].items() if x["status"] == "FAIL"] for n, v in results["variants"].items()}
+    assert failed == {"eager": [], "twin": [], "half_denoised": ["steps", "speedup"]}, failed
+    speed = results["variants"]["twin"]["verdicts"]["speedup"]
+    assert speed["status"] == "PASS" or any(words in speed["message"] for words in (
+        "the machine was shared", "the host is slower than its probe shows", "eager is slower")), speed
+    judged.assert_outcomes(passed=18, failed=2, skipped=3)
     row = re.search(r"^twin .*$", judged.stdout.str()[judged.stdout.str().index("fluxperf summary"):], re.M).group(0)
-    assert re.search(r"\bspeedup (PASS|FAIL|WARN|INCONCLUSIVE)\b", row) and re.search(r"\bstack \w+", row), row
+    assert re.search(r"\bspeedup (PASS|WARN|INCONCLUSIVE)\b", row) and re.search(r"\bstack (PASS|WARN)\b", row), row

@@ -1,0 +1,173 @@
+"""Sensing what shares the machine: NVML's quiet-window reading (with a stand-in NVML), the host's runqueue wait
+(for real, beside busy processes), and the speed rule's answer when the machine was shared."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import sys
+import time
+import types
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fluxperf import contention, stats
+
+CTX = stats.Context("baselines/x.json", "pytest -m gpu --fluxperf-update-baselines")
+
+
+class FakeNvml(types.ModuleType):
+    """pynvml as far as contention uses it: a utilization sample every `period_s`, valued by `busy(t)`."""
+
+    NVML_GPU_UTILIZATION_SAMPLES = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, busy, period_s=0.02, procs=(), events=0):
+        super().__init__("pynvml")
+        self.busy, self.period_us, self.procs, self.events = busy, int(period_s * 1e6), list(procs), events
+        self.start = int(time.time() * 1e6)
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetSamples(self, handle, kind, since_us):
+        now = int(time.time() * 1e6)
+        first = self.start - 40 * self.period_us
+        stamps = range(first, now, self.period_us)
+        sample = lambda t: types.SimpleNamespace(timeStamp=t, sampleValue=types.SimpleNamespace(uiVal=self.busy(t)))
+        return 1, [sample(t) for t in stamps if t > since_us]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [types.SimpleNamespace(pid=p) for p in self.procs]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return self.events
+
+
+def nvml(monkeypatch, fake) -> contention._Nvml:
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(contention._Nvml, "_handle", lambda self, device: 0)
+    return contention._Nvml("cuda:0")
+
+
+def test_the_quiet_window_reads_other_work_and_leaves_out_the_sample_that_overlaps_our_own_call(monkeypatch):
+    stamp = {}
+    # 100% busy until the window opens (this process's own call), 30% after it (another process).
+    fake = FakeNvml(lambda t: 100 if t <= stamp.get("open", 1 << 62) else 30)
+    reader = nvml(monkeypatch, fake)
+    assert reader.period_s == pytest.approx(0.02)
+    stamp["open"] = int(time.time() * 1e6)
+    assert reader.other_busy(0.1) == pytest.approx(0.30)
+
+
+def test_a_quiet_gpu_reads_zero_and_too_short_a_window_reads_nothing(monkeypatch):
+    reader = nvml(monkeypatch, FakeNvml(lambda t: 0))
+    assert reader.other_busy(0.1) == 0.0
+    slow = nvml(monkeypatch, FakeNvml(lambda t: 50, period_s=0.5))
+    assert slow.other_busy(0.05) is None   # no whole sample period inside the window
+
+
+def test_other_processes_and_clock_events(monkeypatch):
+    import os
+
+    ours = os.getpid()
+    assert nvml(monkeypatch, FakeNvml(lambda t: 0, procs=[ours, 4242])).other_procs() == 1
+    # In a container the PIDs are translated: none is ours, one entry still is.
+    assert nvml(monkeypatch, FakeNvml(lambda t: 0, procs=[17, 18, 19])).other_procs() == 2
+    assert nvml(monkeypatch, FakeNvml(lambda t: 0, procs=[])).other_procs() is None
+    sensor = contention.Sensor("cpu")
+    sensor.nvml = nvml(monkeypatch, FakeNvml(lambda t: 0, events=0x40 | 0x4))
+    reading = sensor.stop(sensor.start(), 0.12)
+    assert reading.clock_events == ["hw_thermal"] and reading.gpu_other_busy == 0.12   # SW power cap is left out
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_runqueue_wait_shows_other_processes_taking_the_cores():
+    """For real: this process computes for 1.5 s of CPU while as many busy processes as cores compete."""
+    sensor = contention.Sensor("cpu")
+    if contention._host_totals() is None:
+        pytest.skip("no /proc/self/task/*/schedstat on this machine")
+
+    def measure():
+        token = sensor.start()
+        cpu0 = time.process_time()
+        while time.process_time() - cpu0 < 0.5:
+            pass
+        reading = sensor.stop(token, None)
+        return reading.runq_wait_s / (time.process_time() - cpu0)   # seconds waited per CPU second
+
+    alone = measure()
+    ctx = multiprocessing.get_context("fork")
+    hogs = [ctx.Process(target=_spin, args=(6.0,)) for _ in range(multiprocessing.cpu_count())]
+    for h in hogs:
+        h.start()
+    try:
+        time.sleep(0.2)
+        crowded = measure()
+    finally:
+        for h in hogs:
+            h.kill()
+            h.join()
+    # As many hogs as cores beside this process: it gets at most cores/(cores+1) of a core, so it waits at least
+    # 1/cores seconds per CPU second more than it did (the machine may be busy already: others share it too).
+    assert crowded > alone + 0.8 / multiprocessing.cpu_count(), (alone, crowded)
+
+
+def test_sharing_sums_runqueue_wait_over_wall_time_and_knows_when_the_machine_was_shared():
+    record = {"gpu_other_busy": [0.0, 0.3, None], "gpu_other_procs": [None, 1, 2], "clock_events": [[], ["hw_slowdown"], None],
+              "runq_wait_s": [0.1, 0.0, None], "cpu_pressure_s": [None] * 3}
+    sh = contention.sharing(record, [0.9, 1.1, 1.0])
+    assert sh.gpu_busy == pytest.approx(0.15) and sh.host_wait == pytest.approx(0.1 / 2.0)   # of the calls' wall
+    assert sh.procs == 2 and sh.clocks == ("hw_slowdown",) and sh.shared
+    assert not contention.sharing({"gpu_other_busy": [0.0, 0.01]}, [1.0, 1.0]).shared
+    # What it can explain: all of the GPU share's stretch, weighted by how much of a call the GPU bounds.
+    assert sh.explained(1.0, 0.0) == pytest.approx(-math.log(0.85))
+    assert sh.explained(0.9, 0.1) == pytest.approx(-0.9 * math.log(0.85) - 0.1 * math.log(0.95))
+
+
+# ----- the rule's table for a shared machine (README, "When the machine is shared") -------------------------------
+
+PROBE = {"matmul_s": [1e-4] * 20, "copy_s": [1e-4] * 20, "launch_s": [1e-4] * 20}
+
+
+def _run(factor, gpu_busy=None, seed=0):
+    samples = 1.23 * factor * np.exp(np.random.default_rng(seed).normal(0, 0.005, 20))
+    sharing = contention.Sharing(gpu_busy=gpu_busy)
+    return stats.Run(list(samples), [2.2] * 20, PROBE, PROBE, True, "gpu", 0.94, sharing)
+
+
+@pytest.mark.parametrize("factor, busy, status, words", [
+    (1.00, None, stats.PASS, ""),                                    # quiet, unchanged
+    (1.10, None, stats.FAIL, "compile regressed"),                   # quiet, 10% slower
+    (1.00, 0.20, stats.PASS, "within the tolerance even so"),        # shared, unchanged and still fast
+    (1.08, 0.20, stats.INCONCLUSIVE, "not judged"),                  # shared, slower by what sharing explains
+    (1.15, 0.20, stats.INCONCLUSIVE, "not judged"),                  # a real 15% regression hidden by 20% sharing
+    (1.40, 0.20, stats.FAIL, "beyond what the sharing explains"),    # far beyond: still caught
+])
+def test_the_shared_machine_rule(factor, busy, status, words):
+    v = stats.judge_speed("compile", _run(factor, busy, 1), _run(1.0, seed=2), 1.8, 0.03, CTX, final=True)
+    assert v.status == status and words in v.message, v.message
+    if busy:
+        assert "the machine was shared: another process kept the GPU busy 20% of the time" in v.message
+        assert v.details["shared"] and v.details["explained"] == pytest.approx(-0.94 * math.log(0.8))
+
+
+def test_the_stack_rule_does_not_name_a_suspect_for_what_sharing_explains():
+    ctx = replace(CTX, changes=("torch 2.11.0 → 2.12.0",))
+    now, base = _run(1.10, 0.20, 1), _run(1.0, seed=2)
+    v = stats.judge_stack("compile", now, base, 0.05, ctx)
+    assert v.status == stats.WARN and "not judged" in v.message, v.message
+    quiet = stats.judge_stack("compile", replace(now, sharing=contention.Sharing()), base, 0.05, ctx)
+    assert quiet.status == stats.FAIL and "suspects: torch" in quiet.message, quiet.message
