@@ -6,8 +6,10 @@ real bugs fail."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,10 +40,17 @@ def _render(pipe):
 
 @pytest.fixture(scope="module")
 def tiny():
-    pipe = build_pipeline(SCENARIO)
-    trajectory = fidelity.capture(pipe, _render)
-    floor = fidelity.noise_floor(trajectory, pipe.transformer)
-    return types.SimpleNamespace(pipe=pipe, trajectory=trajectory, floor=floor)
+    # One thread: on this shared 2-core machine two threads per call spin against other processes (a tiny pipeline
+    # call took 2 s instead of 0.25 s), and the tiny model gains nothing from a second.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipe = build_pipeline(SCENARIO)
+        trajectory = fidelity.capture(pipe, _render)
+        floor = fidelity.noise_floor(trajectory, pipe.transformer)
+        yield types.SimpleNamespace(pipe=pipe, trajectory=trajectory, floor=floor)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _verdict(tiny, transformer):
@@ -271,3 +280,23 @@ def test_a_pass_says_how_much_room_was_left():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="3 compared steps but 2 floors"):
         judge(_steps([0.1, 0.1, 0.1]), [0.1, 0.1])
+
+
+def test_the_gpu_script_runs_its_cpu_path(tiny):
+    """scripts/fidelity_gpu.py without its compiles: eager judged against its own floor, a CUDA-only variant skipped
+    with its reason, the timing rounds and the tables."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fidelity_gpu.py"
+    spec = importlib.util.spec_from_file_location("fidelity_gpu", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = script.run(SCENARIO, ["eager", "compile_cudagraphs"], rounds=2, say=lambda text: None,
+                      pipe=tiny.pipe)
+    eager = data["variants"]["eager"]
+    assert eager["status"] == PASS and eager["details"]["ratio_max"] == pytest.approx(1.0)
+    assert len(eager["latency_s"]) == 2 and eager["build_s"] > 0
+    assert "needs a CUDA device" in data["variants"]["compile_cudagraphs"]["skipped"]
+    assert len(data["floor"]["values"]) == SCENARIO.steps and data["floor"]["reference_dtype"] == "float32"
+    text = script.tables(data)
+    assert "| eager | PASS | 1.00 / 1.00 / 1.00 | – |" in text, text
+    assert "Random weights: these floors and ratios are the tiny model's, not FLUX.1-dev's." in text
+    assert "| compile_cudagraphs | skipped: compile_cudagraphs needs a CUDA device" in text
