@@ -17,18 +17,19 @@ a float32 copy would not fit beside it on a 48 GB card).
 The rule. A lossless variant must compute the same function about as accurately as eager:
 ||variant_t - ref_t|| / ||ref_t|| <= K × floor_t at every step. Judging the distance to ref rather than to eager
 does not penalize a variant for being more exact than eager, nor depend on how its roundings correlate with eager's:
-a compiled kernel that keeps intermediates in float32 scores below 1 (the tiny model: 0.1 to 0.7), one that
+a compiled kernel that keeps intermediates in float32 scores below 1 (the tiny model: 0.07 to 0.74), one that
 reproduces eager's roundings (emulate_precision_casts) exactly 1, one that rounds as much as eager but elsewhere
 about 1 (bf16-level noise on eager's output: 1.0 to 1.1). The distance to eager is reported beside it; by the
 triangle inequality a pass also bounds it by (K + 1) × floor.
 
 Why K = 2. A relative error doubles with each bit of mantissa lost, so K = 2 lets a variant lose at most one bit
 against eager's own arithmetic: room for kernels that round differently (another attention kernel, another reduction
-order) and for the floor being one measurement per step. A change of the function itself (a skipped block, a wrong
-guidance input) lands at many times the floor wherever eager's own error is small: 2 to 15× on the tiny model
-(tests/unit/test_fidelity.py, docs/fidelity.md). Where eager's own error is large, smaller bugs hide under it: eager
-rounds timestep × 1000 and guidance × 1000 to bf16 before the sinusoidal embeddings (guidance 3.5 becomes 3504), and
-on the tiny random-weight model that alone moves the output as much as skipping one of its two blocks.
+order) and for the floor being one measurement per step. A change of the function itself lands at many times the
+floor where eager's own error is arithmetic alone: on the tiny model a skipped block or a wrong guidance input reached
+7 to 23× at those steps (docs/fidelity.md). Where eager's own error is large, smaller bugs hide under it: eager rounds
+timestep × 1000 and guidance × 1000 to bf16 before the sinusoidal embeddings (guidance 3.5 becomes 3504, timestep
+914.06 becomes 916), and on the tiny random-weight model that alone moves the output as much as skipping one of its
+two blocks (the same bugs reached only 1.3 to 5.4× at those steps).
 
 Use (the bench calls these; nothing here reads options or touches pytest):
     trajectory = capture(eager_pipe, render)                       # once per session, one prompt and seed

@@ -150,7 +150,8 @@ def tables(data: dict) -> str:
            f"{data['scenario']['width']}, {data['scenario']['steps']} steps, guidance {data['scenario']['guidance']}, "
            f"{data['scenario']['dtype']} on {data['device_name']} (torch {data['torch']}, diffusers "
            f"{data['diffusers']})",
-           "", f"Floor: {data['floor']['method']}; computed in {data['floor_s']:.1f} s. Bound: k = {data['k']:g} × floor.",
+           "", f"Floor: {data['floor']['method']}; computed in {data['floor_s']:.1f} s. "
+               f"Bound: error vs ref <= k × floor, k = {data['k']:g}.",
            ]
     if data["scenario"]["model"] in ("tiny", "synthetic"):
         out.append(f"Random weights: these floors and ratios are the {data['scenario']['model']} model's, not "
@@ -164,7 +165,8 @@ def tables(data: dict) -> str:
             out.append(f"| {row['step']} | {row['floor']:.4g} | {row['error_vs_ref']:.4g} | {row['ratio']:.2f} | "
                        f"{row['error_vs_eager']:.4g} | {row['cosine_vs_eager']:.6f} |")
     out += ["", "## Summary", "",
-            "| variant | status | ratio min / median / max | first step past the bound | build s | latency | vs compile |",
+            "| variant | status | ratio min / median / max | first step past the bound | build s | latency "
+            "| vs compile |",
             "|---|---|---|---|---|---|---|"]
     for name, entry in data["variants"].items():
         if "skipped" in entry:
