@@ -393,4 +393,6 @@ def message(name: str, status: str, details: dict, method: str | None = None) ->
     return (f"{name}: step {f['step']} (counted from 0, of {n}) is the first past the fidelity bound: {why}; against "
             f"eager {f['error_vs_eager']:.4g}, cosine {f['cosine_vs_eager']:.6f}; {more} more step"
             f"{'' if more == 1 else 's'} past it{how}. Every step ran on eager's own inputs, so this is one "
-            f"transformer call's error, not drift over the steps: the variant computes something else than eager")
+            f"transformer call's error, not drift over the steps: the variant computes something else than eager. "
+            f"One that changes the function on purpose is not lossless: register it without lossless=True and the "
+            f"image floors judge it")
