@@ -458,15 +458,30 @@ def test_best_exact_builds_on_the_copy_and_leaves_eager_as_it_was(eager, best, t
     attn = pipe.transformer._orig_mod.transformer_blocks[0].attn
     assert attn.fused_projections and attn.processor._attention_backend == AttentionBackendName._NATIVE_MATH
     assert _compiled(pipe.vae.decoder) and _compiled(pipe.text_encoder_2)
-    assert {"fullgraph": True, "mode": None, "options": None} in [
-        {k: c[k] for k in ("fullgraph", "mode", "options")} for c in traced_compile if c["target"] is pipe.transformer._orig_mod]
+    assert pipe.vae.decoder.mid_block.attentions[0].fused_projections
+    # With CUDA graphs off the transformer is compiled as `compile` compiles it: fullgraph, default mode, no options.
+    asked = [c for c in traced_compile if c["target"] is pipe.transformer._orig_mod]
+    assert [(c["fullgraph"], c["mode"], c["options"]) for c in asked] == [(True, None, None)]
     # ... and not on eager's modules, nor process-wide.
     eager_attn = eager_pipe.transformer.transformer_blocks[0].attn
     assert not eager_attn.fused_projections and not hasattr(eager_attn, "to_qkv")
     assert eager_attn.processor._attention_backend is None and _AttentionBackendRegistry._active_backend == active
     assert not _compiled(eager_pipe.vae.decoder) and not _compiled(eager_pipe.text_encoder_2)
+    assert not eager_pipe.vae.decoder.mid_block.attentions[0].fused_projections
     assert attn.to_q.weight is eager_attn.to_q.weight  # no second copy of the weights beyond the fused ones
     assert torch.equal(_render(eager_pipe), eager_image), "eager renders another image after best_exact's build"
+
+
+def test_best_exact_asks_for_cuda_graphs_and_cudnn_attention_by_default(eager, monkeypatch, tmp_path):
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    # What the build asks of torch.compile on a GPU, recorded instead of compiled (the CPU can't run either piece).
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: asked.append((model, kwargs)) or model)
+    pipe = get("best_exact").build(share_modules(eager[0]), SCENARIO, _params("best_exact", tmp_path))
+    assert [kw for model, kw in asked if model is pipe.transformer] == [
+        {"fullgraph": True, "options": {"triton.cudagraphs": True}}]  # what mode="reduce-overhead" sets
+    assert pipe.transformer.transformer_blocks[0].attn.processor._attention_backend == AttentionBackendName._NATIVE_CUDNN
 
 
 def test_best_exact_is_lossless_and_deterministic(eager, best):
