@@ -35,10 +35,10 @@ bf16.
 When it wins or loses. Measured for this project on an H100 80GB HBM3 (FLUX.1-dev-shaped transformer, random
 weights, bf16, batch 1, one denoising step, torch 2.11.0+cu130, diffusers 0.42.1; ../shared/FACTS.md), not with
 this variant's code: at 512² fp8 + compile took 65.5 ms per step against 45.3 ms for bf16 compile, i.e. it was
-slower. Not measured: why. The usual explanations are that at 512² the matmuls are small (1,536 tokens), so
-quantizing every activation costs more than the fp8 matmuls save, and that rowwise-scaled `_scaled_mm` is a
-CUTLASS kernel tuned for fewer shapes than cuBLAS's per-tensor one; at 1024² (4,608 tokens) the matmuls weigh
-more and fp8 may win. Its output's relative error against bf16 was 0.089 on random weights (same source).
+slower. Not measured: why. Two candidates: at 512² the matmuls are small (1,536 tokens), so quantizing every
+activation may cost more than the fp8 matmuls save; and rowwise-scaled `_scaled_mm` runs a CUTLASS kernel in
+PyTorch, where per-tensor scaling runs cuBLASLt's (ao_fp8_tensor_compile). At 1024² (4,608 tokens) the matmuls
+weigh more and fp8 may win. Its output's relative error against bf16 was 0.089 on random weights (same source).
 Nothing of this variant itself has been measured on a GPU by this project yet.
 
 Memory: quantize_ gives the harness's copy new fp8 weights (1 byte per parameter, at most ~11.9 GB for

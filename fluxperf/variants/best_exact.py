@@ -1,7 +1,8 @@
 """The stack expected to be fastest without skipping any computation: compiled, CUDA-graphed, fused; lossless.
 
 What it stacks, each piece a tunable (prefixed, so `--fluxperf-param=best_exact_cudagraphs=false` turns one off
-without touching the code), in the order the build applies them:
+without touching the code). The build fuses, sets the attention, quantizes, compiles the VAE and T5, and compiles the
+transformer last:
 
 - `best_exact_fuse_qkv` (true): diffusers' `fuse_qkv_projections()` on the transformer and the VAE. Each
   attention's q, k and v projections (and the text stream's three in the double blocks) become one matmul with a
