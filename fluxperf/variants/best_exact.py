@@ -29,7 +29,8 @@ transformer last:
   False compiles the transformer as `compile` does.
 - `best_exact_vae` ("compile"): the VAE decoder compiled (fullgraph; inductor picks the convolutions' memory
   layout itself), "channels_last" (eager, with the copy's convolution weights in channels-last layout, the one
-  cuDNN's tensor-core convolutions work in; not measured here), or "eager". The decode took 23.6 ms per 512² image (H100; ../shared/FACTS.md).
+  cuDNN's tensor-core convolutions work in; not measured here), or "eager". The decode took 23.6 ms per 512²
+  image (H100; ../shared/FACTS.md).
 - `best_exact_text_encoder` ("compile"): T5-XXL compiled, fullgraph. Its 512-token encode took 27-33 ms per image
   (H100; ../shared/FACTS.md), about four times its matmul floor (4.9 TFLOP at ~740 TFLOP/s, 6.6 ms): it is
   launch-bound like the eager transformer.
