@@ -36,8 +36,9 @@ from fluxperf.variants import register
 PARAMS = {"fbcache_threshold": 0.08}
 
 
-def compile_blocks_under_hooks(transformer) -> None:
-    """Compile every transformer block's own forward, fullgraph, before a cache hooks the blocks.
+def compile_blocks_under_hooks(transformer, options: dict | None = None) -> None:
+    """Compile every transformer block's own forward, fullgraph, before a cache hooks the blocks; `options` go to
+    inductor (best_cached passes the fp8 tuning).
 
     diffusers' HookRegistry keeps the module's current `forward` as the one its hook calls, so compiling first puts
     the compiled block under the hook; compiling after (module.compile or compile_repeated_blocks) would trace the
@@ -47,7 +48,7 @@ def compile_blocks_under_hooks(transformer) -> None:
 
     for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
         # An instance attribute on the harness's copy: eager's blocks and their class keep the plain forward.
-        block.forward = torch.compile(block.forward, fullgraph=True)
+        block.forward = torch.compile(block.forward, fullgraph=True, **({"options": options} if options else {}))
 
 
 # Not in_place: enable_cache registers hooks and compile wraps forwards, both on share_modules' copies; the weights
