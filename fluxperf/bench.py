@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fluxperf import baselines, contention, environment, quality, roofline, stats, timing, variants, watchdog
+from fluxperf import baselines, contention, environment, fidelity, quality, roofline, stats, timing, variants, watchdog
 from fluxperf.models import build_pipeline, max_sequence_length, torch_dtype
 from fluxperf.options import Settings
 from fluxperf.probe import PROBES, Probe
@@ -77,6 +77,8 @@ class VariantResult:
     lpips_error: str | None = None
     worst_pair_png: str | None = None
     verdicts: dict = field(default_factory=dict)    # check -> {"status", "message"}
+    # A lossless variant's step-by-step fidelity: {"status", "details", "floor"}, or {"skipped": why}.
+    fidelity: dict | None = None
     images: torch.Tensor | None = None              # judged images, uint8 N×3×H×W (not written to JSON)
     timed_images: dict = field(default_factory=dict)  # item -> uint8 image from the first timed call
 
@@ -197,6 +199,7 @@ class Bench:
         self.scorer = quality.Scorer(settings.lpips_random_backbone, self.device)
         self._probe: Probe | None = None
         self._sensor: contention.Sensor | None = None
+        self._fidelity: tuple[fidelity.Trajectory, fidelity.Floor] | None = None
 
     # ----- environment and keys -------------------------------------------------------------------
     @property
@@ -342,6 +345,8 @@ class Bench:
             if variant.check is not None:
                 variant.check(self.scenario, result.params)
             reference = self.reference() if name != "eager" else None
+            if variant.lossless and name != "eager":
+                self.fidelity_floor()  # from eager's own modules, before an in-place build consumes them
             base, source = self.base(), self._pipeline
             live = LiveRun(self, result, None, base)
             # A block design can't add eager images after the build has changed eager's modules, so both
@@ -387,6 +392,8 @@ class Bench:
                     result.images = torch.cat([self.to_u8(self.limited_render(pipe, it, name))
                                                for it in self.scenario.items])
                 self.score(result, reference)
+                if variant.lossless:
+                    self.check_fidelity(result, pipe)
             result.status = "measured"
             return live
         except variants.Unavailable as exc:
@@ -461,6 +468,31 @@ class Bench:
             result.eager_s, result.eager_cpu_s = list(result.variant_s), list(result.variant_cpu_s)
             result.eager_probe = {k: list(v) for k, v in result.probe.items()}
             result.eager_contention = {k: list(v) for k, v in result.contention.items()}
+
+    def fidelity_floor(self) -> tuple[fidelity.Trajectory, fidelity.Floor]:
+        """Eager's trajectory for the first prompt and seed, and its own rounding error at every step: once per
+        session (fluxperf.fidelity)."""
+        if self._fidelity is None:
+            pipe = self.base()
+            with self.progress.step("fidelity: eager's trajectory, then its own rounding error step by step"):
+                trajectory = fidelity.capture(pipe, lambda p: self.limited_render(p, self.scenario.items[0], "eager"))
+                self._fidelity = trajectory, fidelity.noise_floor(trajectory, pipe.transformer)
+        return self._fidelity
+
+    def check_fidelity(self, result: VariantResult, pipe) -> None:
+        """The variant's transformer on eager's recorded inputs, step by step, against eager's floor."""
+        from fluxperf.parallel import ParallelPipeline
+
+        if isinstance(pipe, ParallelPipeline):
+            # Its transformer runs across the ranks: a call outside the pipeline would leave the others waiting.
+            result.fidelity = {"skipped": f"{result.name}'s transformer runs across the torchrun ranks; only whole "
+                                          "pipeline calls reach them, so it is judged by its images"}
+            return
+        trajectory, floor = self.fidelity_floor()
+        with self.progress.step(f"fidelity: {result.name}'s transformer on eager's inputs, {trajectory.steps} steps"):
+            steps = fidelity.compare(trajectory, pipe.transformer, floor)
+        status, details = fidelity.judge(steps, floor.values)
+        result.fidelity = {"status": status, "details": details, "floor": floor.to_dict()}
 
     def check_determinism(self, result: VariantResult) -> None:
         """Eager's timed images against its reference images: the same prompt and seed twice."""

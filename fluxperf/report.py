@@ -72,6 +72,7 @@ def results_dict(bench) -> dict:
                  "design": r.design, "bound": r.bound, "gpu_busy": r.gpu_busy,
                  "cpu_share": r.cpu_share, "kernel_s": r.kernel_s, "libraries": list(r.libraries),
                  "verdicts": r.verdicts, "lpips_error": r.lpips_error, "worst_pair_png": r.worst_pair_png,
+                 "fidelity": json_safe(r.fidelity),
                  "grid_png": grid_name(name) if _has_grid(r) else None}
         if r.variant_s:
             med, iqr = r.latency()
@@ -88,6 +89,46 @@ def results_dict(bench) -> dict:
         entry["baseline_entry"] = baselines.entry(r) if r.status == "measured" else None
         out["variants"][name] = entry
     return out
+
+
+def json_safe(obj):
+    """A copy JSON can hold: infinities and NaN become null (the fidelity ratios can be infinite)."""
+    if isinstance(obj, float):
+        return quality.json_value(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+FIDELITY_HEADER = ["variant", "steps within the bound", "largest error / eager's own (step)", "median ratio",
+                   "verdict"]
+
+
+def fidelity_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for name, v in results["variants"].items():
+        f = v.get("fidelity")
+        if not f:
+            continue
+        if "skipped" in f:
+            rows.append([name, "–", "–", "–", f"skipped: {f['skipped']}"])
+            continue
+        d = f["details"]
+        worst = d["worst"]
+        ratio = "∞" if worst["ratio"] is None else f"{worst['ratio']:.2f}×"
+        rows.append([name, f"{d['n_steps'] - d['n_failing']} / {d['n_steps']} (bound {d['k']:g}×)",
+                     f"{ratio} ({worst['step']})",
+                     "–" if d["ratio_median"] is None else f"{d['ratio_median']:.2f}×", f["status"]])
+    return rows
+
+
+def random_weights_note(model: str) -> str | None:
+    if model not in MODEL_NOTES:
+        return None
+    return (f"The {model} model has random weights: the image scores below and the fidelity floors and ratios say how "
+            f"this code computes, not how FLUX.1-dev's images look.")
 
 
 def sharing_dict(sh: contention.Sharing) -> dict:
@@ -333,10 +374,17 @@ def markdown(results: dict, chart: str | None) -> str:
         parts += ["## Machine probe", "", "Timed before every pipeline call; the speed verdicts take the machine's "
                   "change out before judging a variant.", "", table_md(PROBE_HEADER, prows), ""]
     parts += ["## Environment", "", table_md(ENV_HEADER, environment_rows(results)), ""]
-    qrows = quality_rows(results)
+    qrows, frows = quality_rows(results), fidelity_rows(results)
     variants = results["variants"]
+    note = random_weights_note(results["model_source"])
+    if frows:
+        parts += ["## Fidelity step by step (lossless variants)", "",
+                  "Each step of the first prompt's trajectory, with eager's own inputs: the variant's error against "
+                  "eager's transformer computed in higher precision, over eager's own error (the bound is 2×).",
+                  *([f"*{note}*"] if note else []), "", table_md(FIDELITY_HEADER, frows), ""]
     if qrows:
-        parts += ["## Quality against eager", "", table_md(QUALITY_HEADER, qrows), ""]
+        parts += ["## Quality against eager", "", *([f"*{note}*", ""] if note else []),
+                  table_md(QUALITY_HEADER, qrows), ""]
         for name, v in variants.items():
             if v["lpips_error"]:
                 parts += [f"- {name}: LPIPS unavailable: {v['lpips_error']}"]

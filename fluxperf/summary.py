@@ -32,10 +32,17 @@ def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
     if rrows:
         tr.write_line("")
         tr.write_line(report.table_text(report.ROOFLINE_HEADER, rrows))
+    frows = report.fidelity_rows(results)
+    if frows:
+        tr.write_line("")
+        tr.write_line(report.table_text(report.FIDELITY_HEADER, frows))
     qrows = report.quality_rows(results)
     if qrows:
         tr.write_line("")
         tr.write_line(report.table_text(report.QUALITY_HEADER, qrows))
+    note = report.random_weights_note(results["model_source"])
+    if note and (frows or qrows):
+        tr.write_line(note)
     d = results["determinism"]
     if d and not d["ok"]:
         tr.write_line("")

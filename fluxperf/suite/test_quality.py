@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fluxperf import quality, verdicts
+from fluxperf import fidelity, quality, stats, verdicts
 from fluxperf.checks import baseline_for, conclude
 
 pytestmark = [pytest.mark.gpu, pytest.mark.fluxperf_variants("optimized")]
@@ -35,6 +35,20 @@ def test_lpips_matches_eager(variant_run, fluxperf_bench):
     if result.lpips_error:
         pytest.fail(result.lpips_error, pytrace=False)
     _check(fluxperf_bench, result, "lpips")
+
+
+def test_fidelity_holds(variant_run, fluxperf_bench):
+    """A lossless variant's transformer, step by step on eager's own inputs, stays within twice eager's own rounding
+    error (fluxperf.fidelity): what its final images can't show on the real model, where they differ from eager's
+    by chaos, not by a bug."""
+    result = variant_run.result
+    if not result.lossless:
+        pytest.skip(f"{result.name} is not lossless (it skips, predicts or quantizes work): the image checks judge it")
+    f = result.fidelity or {"skipped": f"{result.name}: no fidelity measured"}
+    if "skipped" in f:
+        pytest.skip(f["skipped"])
+    text = fidelity.message(result.name, f["status"], f["details"], f["floor"]["method"])
+    conclude(fluxperf_bench, result.name, "fidelity", stats.Verdict(f["status"], text))
 
 
 def test_judged_images_are_the_timed_images(variant_run, fluxperf_bench):

@@ -264,9 +264,19 @@ def test_non_finite_numbers_fail():
 
 
 def test_a_zero_floor_admits_only_zero_error():
-    assert judge(_steps([0.0, 0.0]), [0.0, 0.0])[0] == PASS
-    status, details = judge(_steps([0.0, 1e-9]), [0.0, 0.0])
+    assert judge(_steps([0.0, 0.0]), [0.0, 0.0], min_floor=0.0)[0] == PASS
+    status, details = judge(_steps([0.0, 1e-9]), [0.0, 0.0], min_floor=0.0)
     assert status == FAIL and details["first_failure"]["ratio"] == math.inf
+
+
+def test_float32_arithmetic_a_correct_kernel_may_differ_by_is_never_below_the_floor():
+    """A float32 session: eager sits a few ULPs from float64; compiled kernels round their float32 arithmetic
+    otherwise and land ~10 times further (compile on CPU, tiny model: 1.4e-6 against eager's 1.5e-7)."""
+    eager, compiled, bug = [1.5e-7] * 4, [1.4e-6, 1.4e-6, 1.2e-6, 1.3e-6], [1.4e-6, 3e-2, 1.3e-6, 1.3e-6]
+    assert judge(_steps(compiled), eager, min_floor=0.0)[0] == FAIL      # against eager's few ULPs alone
+    assert judge(_steps(compiled), eager)[0] == PASS                       # within 2 × 64 float32 ULPs
+    status, details = judge(_steps(bug), eager)
+    assert status == FAIL and details["first_failure"]["step"] == 1
 
 
 def test_a_pass_says_how_much_room_was_left():
