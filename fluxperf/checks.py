@@ -1,11 +1,17 @@
-"""What the suite (fluxperf/suite) calls around a verdict: the variant's baseline entry (or a skip saying why), and the verdict
-turned into the test's outcome: FAIL fails, WARN and INCONCLUSIVE warn, anything else passes."""
+"""What the suite (fluxperf/suite) calls around a verdict: the variant's baseline entry (or a skip saying why), what a
+message names, and the verdict turned into the test's outcome: FAIL fails, WARN and INCONCLUSIVE warn, SKIP skips,
+anything else passes."""
 
 from __future__ import annotations
 
 import warnings
 
 import pytest
+
+from fluxperf import baselines, environment
+from fluxperf.messages import Context
+from fluxperf.metrics import METRICS
+from fluxperf.rules import FAIL, INCONCLUSIVE, SKIP, WARN
 
 
 class FluxperfWarning(UserWarning):
@@ -16,33 +22,46 @@ def warn(message: str) -> None:
     warnings.warn(FluxperfWarning(message), stacklevel=2)
 
 
-def baseline_for(bench, name: str) -> dict:
+def baseline_for(bench, name: str) -> baselines.Entry:
     """This variant's baseline entry, or skip/fail (under --fluxperf-require-baseline) with the reason."""
     s = bench.settings
     if s.update_baselines:
         pytest.skip("--fluxperf-update-baselines: this session writes the baseline instead of judging against it")
-    entry = bench.baseline_entry(name)
+    entry = baselines.entry(bench.baseline, name)
     if entry is None:
         what = f"no baseline for {name} in {bench.baseline_path}"
         if s.require_baseline:
             pytest.fail(f"{what} (--fluxperf-require-baseline); record one with: {s.rebaseline}", pytrace=False)
         pytest.skip(f"{what}; record one with: {s.rebaseline}")
-    run = bench.results[name]
-    if entry.get("params", {}) != run.params:
-        pytest.skip(f"{name}: baseline recorded with {entry.get('params')}, this run uses {run.params}; "
-                    "not comparable")
+    params = bench.results[name].params
+    if entry.result.params != params:
+        pytest.skip(f"{name}: baseline recorded with {entry.result.params}, this run uses {params}; not comparable")
     return entry
+
+
+def context(bench, name: str) -> Context:
+    """What a verdict message names besides numbers: the file, the rebaseline command, what changed."""
+    libraries = bench.results[name].libraries if name in bench.results else ()
+    software, host = environment.changes((bench.baseline or {}).get("environment") or {}, bench.env, libraries)
+    return Context(str(bench.baseline_path), bench.settings.rebaseline, tuple(software), tuple(host))
+
+
+def floor(bench, result, metric: str) -> float:
+    """The floor each of the variant's images must meet against eager's: the metric's for a lossless or a lossy
+    variant (fluxperf.metrics), or what --fluxperf-floor sets."""
+    default = METRICS[metric].floors["lossless" if result.lossless else "lossy"]
+    return bench.settings.floors.get(result.name, {}).get(metric, default)
 
 
 def conclude(bench, name: str, check: str, verdict) -> None:
     """Record a verdict for the report and turn it into the test's outcome; a PASS against a stale baseline
     warns too."""
-    from fluxperf import stats
-
-    bench.record(name, check, verdict)
-    if verdict.status == stats.FAIL:
+    if verdict.status == SKIP:
+        pytest.skip(verdict.message)
+    bench.results[name].record(check, verdict)
+    if verdict.status == FAIL:
         pytest.fail(verdict.message, pytrace=False)
-    if verdict.status == stats.INCONCLUSIVE:
+    if verdict.status == INCONCLUSIVE:
         warn(f"INCONCLUSIVE: {verdict.message}")
-    elif verdict.status == stats.WARN or verdict.stale:
+    elif verdict.status == WARN or verdict.stale:
         warn(verdict.message)

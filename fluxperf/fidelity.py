@@ -36,13 +36,12 @@ Use (the bench calls these; nothing here reads options or touches pytest):
     floor = noise_floor(trajectory, eager_pipe.transformer)        # once per session
     steps = compare(trajectory, variant_pipe.transformer, floor)   # per lossless variant
     status, details = judge(steps, floor.values)                   # PASS / FAIL, and the numbers
-    text = message(variant_name, status, details, floor.method)
+    text = messages.fidelity(variant_name, status, details, floor.method)   # fluxperf.messages words it
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
@@ -50,7 +49,8 @@ from typing import Any, Callable
 
 import torch
 
-from fluxperf.stats import FAIL, PASS
+from fluxperf.pipelines import shared_copy
+from fluxperf.rules import FAIL, PASS
 
 # A variant may be at most this many times farther from the reference than eager is: one bit of mantissa (docstring).
 K = 2.0
@@ -186,13 +186,6 @@ def _upcast(obj, dtype: torch.dtype):
     if isinstance(obj, dict):
         return {k: _upcast(v, dtype) for k, v in obj.items()}
     return obj
-
-
-def shared_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the module structure that shares every parameter and buffer with `module`: hooks, wrappers or
-    swapped submodules on the copy leave `module` alone, and no weight is duplicated."""
-    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
-    return copy.deepcopy(module, shared)
 
 
 def upcast_twin(transformer: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -345,7 +338,7 @@ def compare(trajectory: Trajectory, transformer: Callable, floor: Floor,
     return steps
 
 
-# ----- the rule and its words --------------------------------------------------------------------------------------
+# ----- the rule ------------------------------------------------------------------------------------------------
 
 def judge(steps: list[StepError], floors: list[float], k: float = K, min_floor: float = MIN_FLOOR) -> tuple[str, dict]:
     """PASS when at every step the variant's error against the reference is within k × eager's (the floor, at least
@@ -379,29 +372,3 @@ def _median(xs: list[float]) -> float:
         return math.nan
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
-def message(name: str, status: str, details: dict, method: str | None = None) -> str:
-    """One sentence from judge()'s details: the first step past the bound and its numbers, or how much room was left."""
-    k, n = details["k"], details["n_steps"]
-    how = f"; floor: {method}" if method else ""
-    if status == PASS:
-        w = details["worst"]
-        return (f"{name}: all {n} steps within {k:g}× eager's own error (teacher-forced, step by step); largest ratio "
-                f"{w['ratio']:.2f}× at step {w['step']} (error {w['error_vs_ref']:.3g} vs eager's {w['floor']:.3g}), "
-                f"median {details['ratio_median']:.2f}×{how}")
-    f = details["first_failure"]
-    if not math.isfinite(f["floor"]):
-        why = f"eager's own error is {f['floor']} there: eager's output or its reference is not finite"
-    elif not math.isfinite(f["error_vs_ref"]):
-        why = f"the variant's output is not finite (error {f['error_vs_ref']})"
-    else:
-        why = (f"its error against the reference {f['error_vs_ref']:.4g} > {k:g} × eager's own {f['floor']:.4g} "
-               f"(ratio {f['ratio']:.1f}×)")
-    more = details["n_failing"] - 1
-    return (f"{name}: step {f['step']} (counted from 0, of {n}) is the first past the fidelity bound: {why}; against "
-            f"eager {f['error_vs_eager']:.4g}, cosine {f['cosine_vs_eager']:.6f}; {more} more step"
-            f"{'' if more == 1 else 's'} past it{how}. Every step ran on eager's own inputs, so this is one "
-            f"transformer call's error, not drift over the steps: the variant computes something else than eager. "
-            f"One that changes the function on purpose is not lossless: register it without lossless=True and the "
-            f"image floors judge it")

@@ -99,8 +99,7 @@ def _flux_scheduler(cls):
 
 
 def _synthetic(scenario: Scenario, progress: Progress):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     if scenario.device == "cpu":
         raise ModelSourceError("the synthetic model is 17 B parameters and is built on the GPU only; "
@@ -114,32 +113,41 @@ def _synthetic(scenario: Scenario, progress: Progress):
     try:
         torch.set_default_dtype(dtype)
         with torch.device(scenario.device):
-            progress("synthetic: FLUX.1-dev transformer (11.9 B parameters, random weights)")
-            transformer = FluxTransformer2DModel(guidance_embeds=True)  # the defaults are FLUX.1-dev's shapes
-            progress("synthetic: T5-XXL encoder (4.76 B parameters)")
-            t5 = T5EncoderModel(T5Config(
-                vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                feed_forward_proj="gated-gelu", is_encoder_decoder=False, decoder_start_token_id=0,
-            ))
-            progress("synthetic: CLIP-L text encoder and FLUX VAE")
-            clip = CLIPTextModel(CLIPTextConfig(
-                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
-                bos_token_id=0, eos_token_id=1, pad_token_id=1,
-            ))
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-                layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, act_fn="silu",
-                scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-                force_upcast=True,
-            )
+            transformer, t5, clip, vae = _synthetic_modules(progress)
     finally:
         torch.set_default_dtype(old_dtype)
     scheduler = _flux_scheduler(FlowMatchEulerDiscreteScheduler)
     pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
                         text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
     return pipe.to(device=scenario.device, dtype=dtype)
+
+
+def _synthetic_modules(progress: Progress) -> tuple:
+    """FLUX.1-dev's transformer, T5-XXL, CLIP-L and VAE with random weights, in the default device and dtype."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    progress("synthetic: FLUX.1-dev transformer (11.9 B parameters, random weights)")
+    transformer = FluxTransformer2DModel(guidance_embeds=True)  # the defaults are FLUX.1-dev's shapes
+    progress("synthetic: T5-XXL encoder (4.76 B parameters)")
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, decoder_start_token_id=0,
+    ))
+    progress("synthetic: CLIP-L text encoder and FLUX VAE")
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, act_fn="silu",
+        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+        force_upcast=True,
+    )
+    return transformer, t5, clip, vae
 
 
 def _pretrained(scenario: Scenario, progress: Progress):

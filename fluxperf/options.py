@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 
 from fluxperf import torchrun, variants
+from fluxperf.metrics import METRICS
 from fluxperf.scenario import BUILTIN_MODELS, DEFAULT_HUB_MODEL, DTYPES, Scenario, parse_prompts, shipped_prompts
 
 DEVICES = ("cuda", "cpu", "auto")
-# The range a per-image floor can take, per metric: SSIM lies in [-1, 1], LPIPS is a distance (>= 0; about 1 for
-# unrelated images), PSNR of 8-bit images is a positive number of dB (inf when identical).
-METRICS = {"ssim": (-1.0, 1.0), "psnr_db": (0.0, math.inf), "lpips": (0.0, math.inf)}
 # A cold compile of FLUX.1-dev's transformer took 77-112 s on an H100/H200 and a cold fp8 compile with autotuning
 # over 530 s (docs/results.md); an L40S is several times slower. 20 minutes leaves room for that and no more. On CPU
 # the tiny model's builds take seconds. A call: an fp8 fake-quantized image took 36 s on an L40S at 512².
@@ -142,7 +140,7 @@ def addoption(parser) -> None:
     add("max-rounds", type=_at_least(2), default=40, help="cap on rounds when a speed verdict is inconclusive")
     add("param", action="append", default=[], metavar="NAME=VALUE", help="variant tunable, e.g. fora_interval=3")
     add("floor", action="append", default=[], metavar="VARIANT.METRIC=VALUE",
-        help="quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: ssim, psnr_db, lpips)")
+        help=f"quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: {', '.join(METRICS)})")
     add("baseline-dir", default=None, help="baseline folder (default: baselines/ at the rootdir)")
     add("update-baselines", action="store_true", help="write or refresh baselines from this session")
     add("require-baseline", action="store_true", help="fail, instead of skip, when no baseline exists")
@@ -188,7 +186,7 @@ def _parse_floor(text: str, names: list[str]):
         value = float(raw)
     except ValueError:
         raise usage("floor", f"{raw!r} is not a number") from None
-    low, high = METRICS[metric]
+    low, high = METRICS[metric].bounds
     if not low <= value <= high or math.isnan(value):
         raise usage("floor", f"{text!r}: a {metric} floor must lie in [{low:g}, {high:g}]")
     return name, metric, value
@@ -208,9 +206,7 @@ def check_model_folder(model: str) -> None:
         raise usage("model", f"{model}: no such folder; {fix}")
 
 
-def resolve(config, worker: str | None = None) -> Settings:
-    """Read and validate every option once. Only device=auto imports torch (to ask for CUDA)."""
-    opt = lambda name: config.getoption(f"fluxperf_{name}")
+def _device(config, opt, worker: str | None) -> str:
     device = opt("device")
     if device == "auto":
         import torch
@@ -220,11 +216,10 @@ def resolve(config, worker: str | None = None) -> Settings:
             raise pytest.UsageError("torchrun and pytest-xdist don't mix: under torchrun rank 0 runs the tests and "
                                     "the other ranks serve context_parallel; drop -n")
         device = torchrun.device_for(device)
-    model = opt("model") or os.environ.get("FLUXPERF_MODEL") or ("tiny" if device == "cpu" else DEFAULT_HUB_MODEL)
-    check_model_folder(model)
-    dtype = opt("dtype") or ("float32" if device == "cpu" else "bfloat16")
-    if opt("max_rounds") < opt("rounds"):
-        raise usage("max-rounds", f"{opt('max_rounds')} must be at least --fluxperf-rounds ({opt('rounds')})")
+    return device
+
+
+def _prompts(opt) -> tuple[str, ...]:
     if opt("prompts"):
         try:
             prompts = parse_prompts(Path(opt("prompts")).read_text(encoding="utf-8"))
@@ -236,6 +231,11 @@ def resolve(config, worker: str | None = None) -> Settings:
         prompts = prompts[:opt("num_prompts")]
     if not prompts:
         raise usage("prompts", "the prompt file holds no prompts")
+    return prompts
+
+
+def _variants(opt) -> tuple[list[str], list[str]]:
+    """(every registered variant, the chosen ones with eager first)."""
     try:
         available = variants.names()
     except variants.RegistryError as exc:
@@ -245,13 +245,31 @@ def resolve(config, worker: str | None = None) -> Settings:
         if name not in available:
             raise usage("variants", f"unknown variant {name!r}; choose from: {', '.join(available)}")
     # Eager is the reference every other variant is timed and judged against.
-    chosen = [n for n in available if n in chosen or n == "eager"]
+    return available, [n for n in available if n in chosen or n == "eager"]
+
+
+def _params(opt, chosen: list[str]) -> dict:
     params = dict(_parse_param(p, variants.all_params()) for p in opt("param"))
     if "context_parallel" in chosen:
         try:
             torchrun.check_params({**variants.get("context_parallel").params, **params})
         except ValueError as exc:
             raise usage("param", str(exc)) from None
+    return params
+
+
+def resolve(config, worker: str | None = None) -> Settings:
+    """Read and validate every option once. Only device=auto imports torch (to ask for CUDA)."""
+    opt = lambda name: config.getoption(f"fluxperf_{name}")  # noqa: E731
+    device = _device(config, opt, worker)
+    model = opt("model") or os.environ.get("FLUXPERF_MODEL") or ("tiny" if device == "cpu" else DEFAULT_HUB_MODEL)
+    check_model_folder(model)
+    dtype = opt("dtype") or ("float32" if device == "cpu" else "bfloat16")
+    if opt("max_rounds") < opt("rounds"):
+        raise usage("max-rounds", f"{opt('max_rounds')} must be at least --fluxperf-rounds ({opt('rounds')})")
+    prompts = _prompts(opt)
+    available, chosen = _variants(opt)
+    params = _params(opt, chosen)
     floors: dict = {}
     for text in opt("floor"):
         name, metric, value = _parse_floor(text, available)

@@ -176,6 +176,27 @@ def lead(pipe, scenario, params: dict) -> ParallelPipeline:
     return ParallelPipeline(pipe, group)
 
 
+def _follow_build(group: Group, order: tuple, device: str, progress: Progress):
+    """A follower's side of a build order: the same pipeline, sharded with rank 0's; None if any rank failed."""
+    scenario, params = dataclasses.replace(order[1], device=device), order[2]
+    timing.release(device)
+    progress.begin("context_parallel")
+    pipe = None
+
+    def build():
+        nonlocal pipe
+        with progress.step(f"building the {scenario.model} pipeline on {device}"):
+            pipe = build_pipeline(scenario, progress.say)
+
+    # Every rank learns every rank's outcome, so that they all shard together or none does.
+    if group.agree(_attempt(build), "building the pipeline") or \
+            group.agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
+        timing.release(device)
+        return None
+    progress.say(describe(pipe))
+    return pipe
+
+
 def follow(group: Group, device: str) -> int:
     """A follower's whole life: carry out rank 0's orders until it says exit. Returns the exit code."""
     me = rank()
@@ -193,23 +214,8 @@ def follow(group: Group, device: str) -> int:
             pipe = None
             timing.release(device)
         elif kind == "build":
-            scenario, params = dataclasses.replace(order[1], device=device), order[2]
             pipe = None
-            timing.release(device)
-            progress.begin("context_parallel")
-
-            def build():
-                nonlocal pipe
-                with progress.step(f"building the {scenario.model} pipeline on {device}"):
-                    pipe = build_pipeline(scenario, progress.say)
-
-            # Every rank learns every rank's outcome, so that they all shard together or none does.
-            if group.agree(_attempt(build), "building the pipeline") or \
-                    group.agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
-                pipe = None
-                timing.release(device)
-                continue
-            progress.say(describe(pipe))
+            pipe = _follow_build(group, order, device, progress)
         elif kind == "call":
             try:
                 pipe(**_to(order[1], device))

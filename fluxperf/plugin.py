@@ -2,11 +2,14 @@
 
 Loaded in every pytest run of an environment where fluxperf is installed, so it imports only pytest and
 fluxperf's light modules (options, torchrun, xdist). Torch, diffusers and the session object (fluxperf.bench)
-load when the run has selected a fluxperf test. Where things are:
+load when the run has selected a fluxperf test. The bench measures and returns results; the plugin alone writes the
+reports and the baseline from them. Where things are:
 - options.py: every --fluxperf-* option, parsed and validated into Settings;
-- bench.py: the session: building, timing and rendering each variant; verdicts.py and stats.py: the rules;
+- bench.py: the session: building, timing and rendering each variant (result.py: what it returns);
+- verdicts.py: the procedures the suite calls (rules.py decides, messages.py words it, stats.py estimates);
 - checks.py: what the suite (fluxperf/suite) calls to turn a verdict into a test outcome;
-- xdist.py and torchrun.py: running on several GPUs; summary.py: what the terminal shows.
+- report.py and figures.py: the reports; summary.py: what the terminal shows;
+- xdist.py and torchrun.py: running on several GPUs.
 """
 
 from __future__ import annotations
@@ -36,7 +39,20 @@ def pytest_cmdline_main(config):
     """Under torchrun, ranks above 0 run no tests: they serve rank 0's context_parallel calls until it is done."""
     if not torchrun.is_follower():
         return None
-    return torchrun.follow(config, options.resolve(config).scenario.device)
+    from fluxperf import parallel
+
+    device = torchrun.device_for(options.resolve(config).scenario.device)
+    return parallel.follow(_join(config, device), device)
+
+
+def _join(config, device: str):
+    """Rank 0 or a follower joins torchrun's process group; a bad launch is a usage error."""
+    from fluxperf import parallel
+
+    try:
+        return parallel.init(device)
+    except parallel.ParallelError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config):
@@ -77,7 +93,7 @@ def session_of(config):
             settings = dataclasses.replace(settings, scenario=dataclasses.replace(settings.scenario, device=device))
         group = None
         if torchrun.launched():
-            group = config.stash[torchrun.GROUP] = torchrun.join(config, device)
+            group = config.stash[torchrun.GROUP] = _join(config, device)
         if device.startswith("cuda:"):
             # Libraries that allocate on "the" CUDA device (torch.compile's autotuning, TensorRT) follow this one.
             torch.cuda.set_device(torch.device(device))
@@ -183,7 +199,8 @@ def pytest_report_collectionfinish(config, start_path, items):
     if BENCH not in config.stash:
         return None
     from fluxperf import summary
-    return summary.header_lines(config.stash[BENCH])
+
+    return summary.session_header(config.stash[BENCH])
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +211,9 @@ def fluxperf_bench(request):
 
 @pytest.fixture(scope="session")
 def variant_run(request, fluxperf_bench):
-    """A variant built, warmed up, timed and rendered once per session; released after its tests."""
+    """A variant built, warmed up, timed and rendered once per session (a fluxperf.bench.Live); released after its
+    tests. Its reports are written after it is measured and again once its verdicts are in, so that whatever
+    finished is on disk if the session is stopped."""
     from fluxperf import timing, variants
     from fluxperf.models import ModelSourceError
 
@@ -212,12 +231,35 @@ def variant_run(request, fluxperf_bench):
         pytest.exit(f"fluxperf: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     except Exception:
         failure = f"{name} failed to build or run:\n{traceback.format_exc()}"
+    finally:
+        _write_reports(fluxperf_bench, name)
     if failure is not None:
         # Outside the except block the traceback (and the GPU tensors its frames hold) is gone.
         timing.release(fluxperf_bench.device)
         pytest.fail(failure, pytrace=False)
     yield live
     fluxperf_bench.release(live)
+    _write_reports(fluxperf_bench)
+
+
+def _document(bench) -> dict:
+    from fluxperf import report
+
+    return report.document(bench.scenario, bench.env, bench.baseline_path, bench.baseline, bench.determinism,
+                           bench.results)
+
+
+def _write_reports(bench, measured: str | None = None) -> None:
+    """The reports of what is measured so far, and the images of the variant just `measured`. An xdist worker
+    writes only the images: the controller writes results.json and report.md once, from every worker's results."""
+    from fluxperf import figures, report
+
+    s, result = bench.settings, bench.results.get(measured)
+    if result is not None:
+        pair = figures.write_images(s.report_dir, bench.scenario, result, bench.reference_images, s.grid_images)
+        result.quality.worst_pair_png = pair or result.quality.worst_pair_png
+    if bench.worker is None and bench.results:
+        report.write_summary(_document(bench), s.report_dir)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -230,28 +272,29 @@ def pytest_sessionfinish(session, exitstatus):
     bench = config.stash.get(BENCH, None)
     if bench is None:
         return
-    from fluxperf import report
+    from fluxperf import baselines, report
 
     if bench.worker is not None:
         # pytest-benchmark can't run under xdist, and the report must be one file: the worker hands its
         # results to the controller (pytest_testnodedown) instead of writing results.json and report.md.
         if bench.results:
-            bench.write_reports()
-            config.workeroutput["fluxperf"] = report.results_dict(bench)
+            config.workeroutput["fluxperf"] = _document(bench)
         return
     if controller:
         parts = config.stash[xdist.WORKER_RESULTS]
         if not parts:
             return
         results = report.merge(parts, list(bench.settings.variants), bench.device)
-        report.write_summary(results, bench.settings.report_dir)
     elif bench.results:
-        results = report.write_all(bench)
+        results = _document(bench)
     else:
         return
+    report.write_summary(results, bench.settings.report_dir)
     config.stash[RESULTS] = results
     if bench.settings.update_baselines:
-        path = bench.update_baseline(report.utc_now(), results)
+        # Keyed on the GPU the results were measured on (the workers', under xdist).
+        env = results["environment"]
+        path = baselines.write_session(bench.locate_baseline(env), bench.baseline_key(env), results, report.utc_now())
         if path:
             config.stash[WRITTEN] = path
 

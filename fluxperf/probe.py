@@ -21,9 +21,6 @@ for them; a 35 ms window overlaps several of their bursts every time and slows b
 from __future__ import annotations
 
 import statistics
-import time
-
-import torch
 
 # Sizes: long enough that launch and timer overheads are ~1% of each GPU probe, short enough that a probe before
 # every call costs ~50 ms beside a pipeline call of a second or more.
@@ -31,26 +28,17 @@ import torch
 # The GPU window: `chunks` × (`matmul_reps` matmuls, then `copy_reps` copies), about 35 ms on an H100.
 GPU_SIZES = {"matmul_n": 4096, "matmul_reps": 4, "copy_mib": 256, "copy_reps": 4, "chunks": 24, "launch_iters": 400}
 CPU_SIZES = {"matmul_n": 128, "matmul_reps": 1, "copy_mib": 4, "copy_reps": 1, "chunks": 2, "launch_iters": 20}
+# The probe's fields, in every result and baseline. torch is imported where a probe runs, not here: results and
+# baselines name these fields without loading it (python -m fluxperf merge-baselines).
 PROBES = ("matmul_s", "copy_s", "launch_s")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(torch.device(device))
-
-
-def _clock(device: str, fn) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 class Probe:
     """The three probe workloads for one device; each sample() times all three once."""
 
     def __init__(self, device: str):
+        import torch
+
         self.device = device
         self.sizes = GPU_SIZES if device.startswith("cuda") else CPU_SIZES
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -59,6 +47,8 @@ class Probe:
     def _operands(self):
         # Made for each sample and freed after it, so that no probe memory is allocated during a pipeline call
         # (its peak memory is measured). Random operands: zeros run faster on tensor cores than real data does.
+        import torch
+
         n, count = self.sizes["matmul_n"], self.sizes["copy_mib"] * 2 ** 20 // 4
         a = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
         b = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
@@ -67,6 +57,10 @@ class Probe:
 
     def _window(self) -> tuple[float, float]:
         """Seconds per matmul and per copy over one window of alternating chunks."""
+        import torch
+
+        from fluxperf.timing import synchronize, timed
+
         a, b, out, src, dst = self._operands()
         mm, cp, chunks = self.sizes["matmul_reps"], self.sizes["copy_reps"], self.sizes["chunks"]
         torch.mm(a, b, out=out)  # first calls pick the kernels; not timed
@@ -83,21 +77,21 @@ class Probe:
         if not self.device.startswith("cuda"):
             mm_s = cp_s = 0.0
             for _ in range(chunks):
-                mm_s += _clock(self.device, matmuls)
-                cp_s += _clock(self.device, copies)
+                mm_s += timed(matmuls, self.device)[0]
+                cp_s += timed(copies, self.device)[0]
             return mm_s / (chunks * mm), cp_s / (chunks * cp)
         # Events between the chunks time each on the GPU itself: the whole window is queued at once and
         # synchronized once, so the host's pace can't leave gaps in it, and the time another context holds the
         # GPU in the middle of a chunk is in that chunk's time.
         marks = [torch.cuda.Event(enable_timing=True) for _ in range(2 * chunks + 1)]
-        _sync(self.device)
+        synchronize(self.device)
         marks[0].record()
         for i in range(chunks):
             matmuls()
             marks[2 * i + 1].record()
             copies()
             marks[2 * i + 2].record()
-        _sync(self.device)
+        synchronize(self.device)
         mm_ms = sum(marks[2 * i].elapsed_time(marks[2 * i + 1]) for i in range(chunks))
         cp_ms = sum(marks[2 * i + 1].elapsed_time(marks[2 * i + 2]) for i in range(chunks))
         return mm_ms / 1e3 / (chunks * mm), cp_ms / 1e3 / (chunks * cp)
@@ -105,6 +99,10 @@ class Probe:
     def _launch(self) -> float:
         # A mix of the small ops a transformer block dispatches, on tensors so small that the GPU is idle
         # between them: the time is the host's.
+        import torch
+
+        from fluxperf.timing import timed
+
         x = torch.ones(4, 64, device=self.device, dtype=self.dtype)
         w = torch.ones(64, 64, device=self.device, dtype=self.dtype)
         norm = torch.nn.functional.layer_norm
@@ -122,10 +120,12 @@ class Probe:
             return y
 
         loop()
-        return _clock(self.device, loop) / iters
+        return timed(loop, self.device)[0] / iters
 
     def sample(self) -> dict[str, float]:
         """Seconds per unit of each workload: one matmul, one copy, one loop iteration of small ops."""
+        import torch
+
         with torch.no_grad():
             matmul_s, copy_s = self._window()
             return {"matmul_s": matmul_s, "copy_s": copy_s, "launch_s": self._launch()}

@@ -1,4 +1,5 @@
-"""LPIPS, SSIM and PSNR of a variant's images against eager's, per image, with mean and worst."""
+"""The image quality metrics computed: each metric of fluxperf.metrics per image against eager's, its aggregate and
+its worst image."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from fluxperf.metrics import METRICS
+from fluxperf.result import Score, json_number
+
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # what torchvision's AlexNet weights download is called
-# Which direction is worse, per metric.
-HIGHER_IS_BETTER = {"lpips": False, "ssim": True, "psnr_db": True}
 
 
 class LpipsUnavailable(RuntimeError):
@@ -53,23 +55,46 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float() / 255.0
 
 
-def per_image(reference_u8: torch.Tensor, images_u8: torch.Tensor, lpips_model=None) -> dict[str, list]:
-    """Metrics for each image pair; N×3×H×W uint8 tensors. PSNR of identical images is inf."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+def _ssim(img: torch.Tensor, ref: torch.Tensor, model=None) -> float:
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
+    return float(structural_similarity_index_measure(img, ref, data_range=1.0))
+
+
+def _psnr_db(img: torch.Tensor, ref: torch.Tensor, model=None) -> float:
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(img, ref, data_range=1.0))
+
+
+def _lpips(img: torch.Tensor, ref: torch.Tensor, model) -> float:
+    dev = next(model.parameters()).device
+    # LPIPS expects [-1, 1].
+    return float(model(img.to(dev) * 2 - 1, ref.to(dev) * 2 - 1).flatten()[0])
+
+
+# Each metric's computation for one image pair, float images in [0, 1] of shape 1×3×H×W (fluxperf.metrics defines
+# the metrics themselves). A metric in NEEDS_MODEL is skipped without its network (LPIPS without its weights).
+SCORERS = {"ssim": _ssim, "psnr_db": _psnr_db, "lpips": _lpips}
+NEEDS_MODEL = {"lpips"}
+
+
+def per_image(reference_u8: torch.Tensor, images_u8: torch.Tensor, lpips_model=None) -> dict[str, list | None]:
+    """Every metric for each image pair; N×3×H×W uint8 tensors. PSNR of identical images is inf."""
     if reference_u8.shape != images_u8.shape:
         raise ValueError(f"image shapes differ: reference {tuple(reference_u8.shape)} vs {tuple(images_u8.shape)}")
-    out: dict[str, list] = {"ssim": [], "psnr_db": [], "lpips": [] if lpips_model is not None else None}
+    out = {m: None if m in NEEDS_MODEL and lpips_model is None else [] for m in METRICS}
     with torch.no_grad():
         for ref, img in zip(to_float(reference_u8), to_float(images_u8)):
-            ref, img = ref[None], img[None]
-            out["ssim"].append(float(structural_similarity_index_measure(img, ref, data_range=1.0)))
-            out["psnr_db"].append(float(peak_signal_noise_ratio(img, ref, data_range=1.0)))
-            if lpips_model is not None:
-                dev = next(lpips_model.parameters()).device
-                # LPIPS expects [-1, 1].
-                out["lpips"].append(float(lpips_model(img.to(dev) * 2 - 1, ref.to(dev) * 2 - 1).flatten()[0]))
+            for metric, values in out.items():
+                if values is not None:
+                    values.append(SCORERS[metric](img[None], ref[None], lpips_model))
     return out
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of two float images (or batches) in [0, 1], all pixels pooled."""
+    return _psnr_db(a.float(), b.float())
 
 
 @dataclass(frozen=True)
@@ -90,41 +115,27 @@ def pooled_psnr_db(values: list[float]) -> float:
     return math.inf if mean == 0 else -10 * math.log10(mean)
 
 
+AGGREGATES = {"mean": lambda values: sum(values) / len(values), "pooled": pooled_psnr_db}
+
+
 def summarize(metric: str, values: list[float]) -> Summary:
-    """The aggregate and the worst value: the arithmetic mean for SSIM and LPIPS, the pooled PSNR for PSNR."""
-    pick = min if HIGHER_IS_BETTER[metric] else max
+    """The aggregate (metrics.Metric.aggregate: a mean, or PSNR pooled) and the worst value."""
+    pick = min if METRICS[metric].higher_is_better else max
     worst_index = pick(range(len(values)), key=values.__getitem__)
-    mean = pooled_psnr_db(values) if metric == "psnr_db" else sum(values) / len(values)
-    return Summary(mean, values[worst_index], worst_index)
+    return Summary(AGGREGATES[METRICS[metric].aggregate](values), values[worst_index], worst_index)
 
 
 def score(reference_u8: torch.Tensor, images_u8: torch.Tensor, items, lpips_model=None,
-          backbone: str = "alexnet") -> tuple[dict, int]:
-    """Every metric per image with its aggregate and worst image; returns it and the index of the worst by SSIM."""
-    values = per_image(reference_u8, images_u8, lpips_model)
+          backbone: str = "alexnet") -> dict[str, Score]:
+    """Every metric per image with its aggregate and its worst image (prompt index and seed)."""
     out = {}
-    for metric, vals in values.items():
-        if vals is None:
-            continue
-        s = summarize(metric, vals)
-        out[metric] = {"values": vals, "mean": s.mean, "worst": s.worst, "worst_item": list(items[s.worst_index])}
-    if "lpips" in out:
-        out["lpips"]["backbone"] = backbone
-    return out, summarize("ssim", values["ssim"]).worst_index
+    for metric, values in per_image(reference_u8, images_u8, lpips_model).items():
+        if values is not None:
+            s = summarize(metric, values)
+            out[metric] = Score(values, s.mean, s.worst, list(items[s.worst_index]),
+                                backbone if metric in NEEDS_MODEL else None)
+    return out
 
-
-def fmt(metric: str, value: float | None) -> str:
-    """Human form; inf PSNR prints as 'identical', never as a number."""
-    if value is None:
-        return "–"
-    if metric == "psnr_db":
-        return "identical" if math.isinf(value) else f"{value:.2f} dB"
-    return f"{value:.4f}"
-
-
-def json_value(value: float | None) -> float | None:
-    """JSON has no inf: identical images store PSNR as null (the report says 'identical')."""
-    return None if value is None or not math.isfinite(value) else value
 
 
 class Scorer:
@@ -134,17 +145,16 @@ class Scorer:
         self.random_backbone, self.device = random_backbone, device
         self._lpips = None
 
-    def score(self, reference_u8: torch.Tensor, images_u8: torch.Tensor, items) -> tuple[dict, int, str | None]:
-        """(metrics, index of the worst image by SSIM, why LPIPS is missing or None)."""
-        error = None
+    def score(self, reference_u8: torch.Tensor, images_u8: torch.Tensor, items) -> tuple[dict, dict]:
+        """(a Score per metric, why a metric is missing: {"lpips": the reason} when LPIPS can't run)."""
+        errors = {}
         try:
             if self._lpips is None:
                 self._lpips = make_lpips(self.random_backbone, self.device)
         except LpipsUnavailable as exc:
-            error = str(exc)
-        metrics, worst = score(reference_u8, images_u8, items, self._lpips,
-                               "random" if self.random_backbone else "alexnet")
-        return metrics, worst, error
+            errors["lpips"] = str(exc)
+        scores = score(reference_u8, images_u8, items, self._lpips, "random" if self.random_backbone else "alexnet")
+        return scores, errors
 
 
 def determinism(reference_u8: torch.Tensor, timed: dict, items, bound_psnr_db: float) -> dict:
@@ -152,5 +162,5 @@ def determinism(reference_u8: torch.Tensor, timed: dict, items, bound_psnr_db: f
     worst = math.inf
     for item, img in timed.items():
         worst = min(worst, per_image(reference_u8[items.index(item)][None], img)["psnr_db"][0])
-    return {"identical": math.isinf(worst), "worst_psnr_db": json_value(worst), "bound_psnr_db": bound_psnr_db,
+    return {"identical": math.isinf(worst), "worst_psnr_db": json_number(worst), "bound_psnr_db": bound_psnr_db,
             "images_compared": len(timed), "ok": worst >= bound_psnr_db}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fluxperf import report
 
 
-def header_lines(bench) -> list[str]:
+def session_header(bench) -> list[str]:
     """Said before anything is built, so that a wrong model, GPU or baseline is seen at once."""
     s, sc = bench.settings, bench.scenario
     env = bench.env
@@ -23,6 +23,7 @@ def header_lines(bench) -> list[str]:
 
 
 def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
+    """The summary at the end of the session, from its results document (report.document, or the xdist merge)."""
     tr.write_sep("=", "fluxperf summary")
     for line in report.header_lines(results):
         tr.write_line(line, red=line.startswith("THE MACHINE WAS SHARED"), bold=line.startswith("THE MACHINE"))

@@ -1,8 +1,8 @@
 """torchrun support: which rank this process is, and the plugin hooks that make ranks above 0 serve rank 0.
 
 `torchrun --nproc-per-node N -m pytest -m gpu ...` starts N pytest processes, one per GPU. Rank 0 runs the suite.
-The others run no tests: each follows rank 0's context_parallel calls (fluxperf.parallel). Reading the
-environment is all this module does at import, so the plugin can load it in every pytest run.
+The others run no tests: each follows rank 0's context_parallel calls (fluxperf.parallel, which the plugin starts).
+Reading the environment is all this module does at import, so the plugin can load it in every pytest run.
 """
 
 from __future__ import annotations
@@ -46,16 +46,6 @@ def check_params(params: dict) -> None:
         raise ValueError(f"cp_degree must be at least 2, got {params['cp_degree']}")
 
 
-def join(config, device: str):
-    """Rank 0 or a follower joins torchrun's process group; a bad launch is a usage error."""
-    from fluxperf import parallel
-
-    try:
-        return parallel.init(device)
-    except parallel.ParallelError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
 class TorchrunPlugin:
     """Registered on rank 0 under torchrun."""
 
@@ -73,10 +63,3 @@ class TorchrunPlugin:
         group = config.stash.get(GROUP, None)
         if group is not None:
             group.finish()
-
-
-def follow(config, device: str) -> int:
-    """A follower's whole pytest run: join, then carry out rank 0's orders until it says exit."""
-    from fluxperf import parallel
-
-    return parallel.follow(join(config, device_for(device)), device_for(device))

@@ -1,128 +1,141 @@
-"""The verdict procedures the suite calls: rounds until the speed verdict is conclusive, then the rules.
+"""The verdict procedures the suite calls: gather the numbers, apply a rule (fluxperf.rules), word it
+(fluxperf.messages). The speed verdict takes more rounds while it is inconclusive.
 
-Pure library code: a procedure returns a stats.Verdict and never touches pytest, so the seeded simulations in
+Pure library code: a procedure returns a Verdict and never touches pytest, so the seeded simulations in
 tests/unit/test_stats.py run exactly what a GPU session runs. fluxperf.checks turns verdicts into test outcomes.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
+from typing import Callable
 
-from fluxperf import quality, stats
-from fluxperf.stats import FAIL, INCONCLUSIVE, PASS, Verdict
+from fluxperf import messages, rules
+from fluxperf.messages import Context
+from fluxperf.metrics import METRICS
+from fluxperf.rules import FAIL, INCONCLUSIVE, PASS, SKIP, WARN
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str                   # PASS | FAIL | INCONCLUSIVE | WARN | SKIP
+    message: str
+    details: dict = field(default_factory=dict)
+
+    @property
+    def stale(self) -> bool:
+        """Much faster than the baseline: the baseline should be refreshed."""
+        return bool(self.details.get("stale"))
 
 
 def steps(result, scenario_steps: int) -> Verdict:
-    """Every timed call, eager's and the variant's, ran the scenario's number of denoising steps."""
-    short = [n for n in result.steps if n != scenario_steps]
-    if not result.steps:
-        return Verdict(FAIL, f"{result.name}: no timed call was counted")
-    if short:
-        return Verdict(FAIL, f"{result.name}: {len(short)} of {len(result.steps)} timed calls ran "
-                             f"{sorted(set(short))} denoising steps instead of the scenario's {scenario_steps}: its "
-                             f"timings and images are of less work than the scenario asks; check the variant's "
-                             f"scheduler, step callbacks and num_inference_steps")
-    return Verdict(PASS, f"{result.name}: all {len(result.steps)} timed calls ran {scenario_steps} steps")
+    status, details = rules.steps(result.timings.steps, scenario_steps)
+    return Verdict(status, messages.steps(result.name, status, details), details)
 
 
-def speed(live, entry: dict, ctx: stats.Context, rounds: int, max_rounds: int,
-          eager_bound: str = "unknown") -> Verdict:
-    """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides), up to
-    `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed calls
-    (another process on the machine) can cover a whole first set, and rarely a second one as well. A verdict left
-    INCONCLUSIVE because the machine was shared is final.
-    `live` is a bench.LiveRun, or anything with `.result` and `.more_rounds(k)`."""
-    result = live.result
-    base = stats.Run.from_entry(entry)
-    tol = entry["tolerance"]["speed"]
+def not_judged_on_speed(name: str) -> Verdict:
+    return Verdict(FAIL, messages.not_judged_on_speed(name))
+
+
+def judge_speed(name: str, now, base, tol: float, ctx: Context, eager_bound: str = "unknown",
+                final: bool = False) -> Verdict:
+    """One speed verdict on these timings (fluxperf.result.Timings) against the baseline's."""
+    status, details = rules.speed(now, base, tol, eager_bound, final)
+    return Verdict(status, messages.speed(name, status, details, ctx), details)
+
+
+# The more(k, start) hook: k more paired rounds, numbered from `start`, as new Timings (fluxperf.bench.Live).
+MoreRounds = Callable[[int, int], object]
+
+
+def speed(name: str, timings, entry, ctx: Context, rounds: int, max_rounds: int, eager_bound: str,
+          more: MoreRounds) -> tuple[Verdict, object]:
+    """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides) from `more`,
+    up to `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed
+    calls (another process on the machine) can cover a whole first set, and rarely a second one as well. A verdict
+    left INCONCLUSIVE because the machine was shared is final. Returns the verdict and the timings it was reached
+    on, the rounds taken here included (as torch.utils.benchmark's adaptive loop returns its samples)."""
+    base, tol = entry.result.timings, entry.tolerance["speed"]
     while True:
+        done = len(timings.samples_s)
         # Blocks were timed at the cap already: nothing can be added to eager's side after an in-place build.
-        final = len(result.variant_s) >= max_rounds or not result.paired
-        verdict = stats.judge_speed(result.name, result.run(), base, entry["speedup"], tol, ctx, eager_bound, final)
-        unconfirmed = verdict.status == FAIL and len(result.variant_s) < 2 * rounds
+        final = done >= max_rounds or timings.design != "paired"
+        verdict = judge_speed(name, timings, base, tol, ctx, eager_bound, final)
+        unconfirmed = verdict.status == FAIL and done < 2 * rounds
         # Not judged because the machine was shared: more rounds on a shared machine can't settle it.
         settled = verdict.status != INCONCLUSIVE or verdict.details.get("shared")
         if (settled and not unconfirmed) or final:
-            return verdict
-        live.more_rounds(min(rounds, max_rounds - len(result.variant_s)))
+            return verdict, timings
+        timings = timings.extended(more(min(rounds, max_rounds - done), done))
 
 
-def stack(result, entry: dict, ctx: stats.Context) -> Verdict:
+def eager_bound(eager, entry) -> str:
+    """What sets eager's pace, which decides whether eager can take the blame for a host-bound variant: this
+    session's eager if it was measured (a Result), else the baseline's (an Entry), else unknown."""
+    if eager is not None and eager.timings.samples_s:
+        return eager.timings.bound
+    return entry.result.timings.bound if entry is not None else "unknown"
+
+
+def judge_stack(name: str, now, base, tol: float, ctx: Context) -> Verdict:
+    status, details = rules.stack(now, base, tol, bool(ctx.changes))
+    return Verdict(status, messages.stack(name, status, details, ctx), details)
+
+
+def stack(name: str, timings, entry, ctx: Context) -> Verdict:
     """Did the whole stack get slower? This pipeline's latency against its baseline, net of the machine."""
-    return stats.judge_stack(result.name, result.run(), stats.Run.from_entry(entry), entry["tolerance"]["stack"], ctx)
+    return judge_stack(name, timings, entry.result.timings, entry.tolerance["stack"], ctx)
 
 
-def _note(result, metric: str, prompts) -> str:
-    q = result.quality[metric]
-    p, seed = q["worst_item"]
-    return (f"worst image: prompt {p} ({prompts[p][:60]!r}), seed {seed}, {quality.fmt(metric, q['worst'])}; "
-            f"pair saved at {result.worst_pair_png}")
+def peak_memory(result, entry, ctx: Context) -> Verdict:
+    """Peak GPU memory during the variant's calls against the baseline's, or SKIP when the baseline has none."""
+    base = entry.result.timings.peak_mem_gb
+    if base is None:
+        return Verdict(SKIP, messages.no_peak_memory(result.name, ctx))
+    status, details = rules.ratio(result.timings.peak_mem_gb, base, entry.tolerance["peak_mem"])
+    return Verdict(status, messages.peak_memory(result.name, status, details, ctx), details)
 
 
 def quality_floor(result, metric: str, floor: float, prompts) -> Verdict:
     """Every image meets the variant's floor against eager's image of the same prompt and seed."""
-    q = result.quality[metric]
-    better = quality.HIGHER_IS_BETTER[metric]
-    below = [v for v in q["values"] if (v < floor if better else v > floor)]
-    kind = "lossless" if result.lossless else "lossy"
-    if below:
-        return Verdict(FAIL, f"{result.name}: {len(below)}/{len(q['values'])} images {'below' if better else 'above'} "
-                             f"the {metric} floor {floor} ({kind} variant); {_note(result, metric, prompts)}")
-    return Verdict(PASS, f"{result.name}: every image meets the {metric} floor {floor}")
+    status, details = rules.quality_floor(result.quality.scores[metric].values, floor,
+                                          METRICS[metric].higher_is_better)
+    return Verdict(status, messages.quality_floor(result, metric, status, details, prompts), details)
 
 
-# How many standard errors of the difference between two sessions' means the spread-based tolerance allows.
-QUALITY_SPREAD_Z = 3.0
-
-
-def spread_tolerance(values, n_now: int) -> float | None:
-    """The tolerance the baseline's spread over prompts gives a mean: QUALITY_SPREAD_Z standard errors of the
-    difference of two means, sd × sqrt(1/n_baseline + 1/n_now). On the real model a new torch or driver makes a
-    compiled pipeline's images differ from eager's in new, equally good ways: each image's score is then a new
-    draw from a distribution as wide as the baseline's spread over prompts, and the mean moves by about this."""
-    values = [v for v in values or () if v is not None and math.isfinite(v)]
-    if len(values) < 2 or n_now < 1:
-        return None
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return QUALITY_SPREAD_Z * sd * math.sqrt(1 / len(values) + 1 / n_now)
-
-
-def quality_baseline(result, metric: str, entry: dict, ctx: stats.Context, prompts) -> Verdict | None:
-    """The aggregate against the baseline's, with the larger of the entry's tolerance and the one the baseline's
-    spread over prompts gives (spread_tolerance)."""
-    recorded = entry.get("quality") or {}
-    q = result.quality[metric]
-    better = quality.HIGHER_IS_BETTER[metric]
-    base = recorded.get(f"{metric}_mean")
-    if base is None and metric == "psnr_db":
-        base = math.inf  # the baseline's images were identical to eager's
-    tol = entry["tolerance"][metric]
-    spread = spread_tolerance(recorded.get(f"{metric}_values"), len(q["values"]))
-    wide = spread is not None and spread > tol
-    tol_text = f"tolerance {spread:.4g} from the baseline's spread over prompts" if wide else f"tolerance {tol}"
-    tol = spread if wide else tol
-    mean = q["mean"]
-    limit = base - tol if better else base + tol
-    regressed = mean < limit if better else mean > limit
-    facts = (f"{result.name}: {'pooled' if metric == 'psnr_db' else 'mean'} {metric} {quality.fmt(metric, mean)} vs "
-             f"baseline {quality.fmt(metric, base)} ({tol_text}, limit {quality.fmt(metric, limit)}) [{ctx.where}]")
-    if regressed:
-        return Verdict(FAIL, f"{facts}; {_note(result, metric, prompts)}; if intended: {ctx.rebaseline}")
-    return Verdict(PASS, facts)
-
-
-def quality_skip_reason(result, metric: str, entry: dict) -> str | None:
-    """Why the aggregate can't be compared with this baseline entry, or None when it can."""
-    recorded = entry.get("quality") or {}
+def _quality_skip(result, metric: str, entry) -> str | None:
+    """Why the aggregate can't be compared with this baseline entry (a case of messages.quality_skipped)."""
+    recorded = entry.result.quality.scores
     if not recorded:
-        return f"the baseline entry for {result.name} records no image quality"
-    if metric == "lpips" and recorded.get("lpips_mean") is None:
-        return f"the baseline entry for {result.name} has no LPIPS (it was unavailable when recorded)"
-    if metric == "lpips" and recorded.get("lpips_backbone") != result.quality["lpips"].get("backbone"):
-        return (f"the baseline's LPIPS used the {recorded.get('lpips_backbone')} backbone, this session the "
-                f"{result.quality['lpips'].get('backbone')} one: different scales, only the floor applies")
+        return "no quality"
+    base = recorded.get(metric)
+    if base is None or base.mean is None:
+        return "no metric"
+    if base.backbone != result.quality.scores[metric].backbone:
+        return "other backbone"
     return None
 
 
-__all__ = ["steps", "speed", "stack", "quality_floor", "quality_baseline", "quality_skip_reason", "PASS", "FAIL"]
+def quality_baseline(result, metric: str, entry, ctx: Context, prompts) -> Verdict:
+    """The aggregate against the baseline's (rules.quality_baseline), or SKIP saying why they can't be compared."""
+    base = entry.result.quality.scores.get(metric)
+    case = _quality_skip(result, metric, entry)
+    if case:
+        return Verdict(SKIP, messages.quality_skipped(result, metric, case, base))
+    status, details = rules.quality_baseline(result.quality.scores[metric], base, entry.tolerance[metric],
+                                             METRICS[metric].higher_is_better)
+    return Verdict(status, messages.quality_baseline(result, metric, status, details, ctx, prompts), details)
+
+
+def fidelity(result) -> Verdict:
+    """A lossless variant's step-by-step fidelity, judged by the bench (fluxperf.fidelity.judge), or SKIP."""
+    f = result.quality.fidelity or {"skipped": messages.no_fidelity(result.name)}
+    if "skipped" in f:
+        return Verdict(SKIP, f["skipped"])
+    return Verdict(f["status"], messages.fidelity(result.name, f["status"], f["details"], f["floor"]["method"]),
+                   f["details"])
+
+
+__all__ = ["Verdict", "Context", "steps", "speed", "judge_speed", "stack", "judge_stack", "peak_memory",
+           "quality_floor", "quality_baseline", "fidelity", "eager_bound", "PASS", "FAIL", "INCONCLUSIVE", "WARN",
+           "SKIP"]

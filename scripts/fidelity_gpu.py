@@ -32,22 +32,9 @@ def _say(t0: float, text: str) -> None:
     print(f"[{time.perf_counter() - t0:7.1f} s] {text}", flush=True)
 
 
-def _latents(pipe, scenario, seed: int):
-    """Initial noise from a CPU generator, packed, as the bench makes it: the same on every device."""
-    import torch
-
-    from fluxperf.models import torch_dtype
-
-    channels = pipe.transformer.config.in_channels // 4
-    h = 2 * (scenario.height // (pipe.vae_scale_factor * 2))
-    w = 2 * (scenario.width // (pipe.vae_scale_factor * 2))
-    noise = torch.randn((1, channels, h, w), generator=torch.Generator("cpu").manual_seed(seed))
-    return pipe._pack_latents(noise, 1, channels, h, w).to(scenario.device, torch_dtype(scenario.dtype))
-
-
 def _shared_pipe(pipe):
     """A pipeline whose transformer is a weight-sharing copy of `pipe`'s: a variant compiles it, eager keeps its own."""
-    from fluxperf.fidelity import shared_copy
+    from fluxperf.pipelines import shared_copy
 
     clone = type(pipe)(**{**pipe.components, "transformer": shared_copy(pipe.transformer)})
     clone.set_progress_bar_config(disable=True)
@@ -59,18 +46,16 @@ def run(scenario, names=VARIANTS, rounds: int = 5, seed: int = 0, say=print, pip
     pipeline if already built (it is left as it was)."""
     import torch
 
-    from fluxperf import environment, fidelity, timing, variants
+    from fluxperf import environment, fidelity, messages, pipelines, timing, variants
     from fluxperf.models import build_pipeline, max_sequence_length
 
     device = scenario.device
     pipe = pipe or build_pipeline(scenario, say)
-    latents = _latents(pipe, scenario, seed)
+    latents = pipelines.latents(pipe, scenario, seed)  # as the bench makes them: the same on every device
     tokens = max_sequence_length(pipe)
 
     def render(p):
-        return p(prompt=scenario.prompts[0], height=scenario.height, width=scenario.width,
-                 num_inference_steps=scenario.steps, guidance_scale=scenario.guidance, latents=latents,
-                 output_type="pt", max_sequence_length=tokens).images
+        return pipelines.render(p, scenario, 0, latents, tokens)
 
     render(pipe)  # warm-up: the first call allocates and autotunes
     trajectory = fidelity.capture(pipe, render)
@@ -105,7 +90,7 @@ def run(scenario, names=VARIANTS, rounds: int = 5, seed: int = 0, say=print, pip
         say(f"{name}: built and warmed up in {entry['build_s']:.1f} s")
         steps = fidelity.compare(trajectory, vpipe.transformer, floor)
         status, details = fidelity.judge(steps, floor.values)
-        entry.update(status=status, details=details, message=fidelity.message(name, status, details))
+        entry.update(status=status, details=details, message=messages.fidelity(name, status, details))
         say(entry["message"])
         built[name] = vpipe
 
@@ -145,7 +130,6 @@ def _spread(xs: list[float]) -> str:
 
 def tables(data: dict) -> str:
     """Per-step tables, then one summary table, as Markdown."""
-    floor = data["floor"]["values"]
     out = [f"# Fidelity step by step: {data['scenario']['model']} {data['scenario']['height']}x"
            f"{data['scenario']['width']}, {data['scenario']['steps']} steps, guidance {data['scenario']['guidance']}, "
            f"{data['scenario']['dtype']} on {data['device_name']} (torch {data['torch']}, diffusers "

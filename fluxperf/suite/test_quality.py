@@ -1,40 +1,36 @@
-"""Quality: every optimized variant's images against eager's, same prompt and seed."""
+"""Quality: every optimized variant's images against eager's, same prompt and seed; a test per metric
+(fluxperf.metrics), and step-by-step fidelity for lossless variants."""
 
 import math
 
 import pytest
 
-from fluxperf import fidelity, quality, stats, verdicts
-from fluxperf.checks import baseline_for, conclude
+from fluxperf import quality, verdicts
+from fluxperf.checks import baseline_for, conclude, context, floor
+from fluxperf.metrics import METRICS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.fluxperf_variants("optimized")]
 
 
-def _check(bench, result, metric):
-    """Each image meets the variant's floor; then the aggregate must not regress past the baseline's."""
-    conclude(bench, result.name, f"{metric}_floor",
-             verdicts.quality_floor(result, metric, bench.floors(result)[metric], bench.scenario.prompts))
-    entry = baseline_for(bench, result.name)
-    reason = verdicts.quality_skip_reason(result, metric, entry)
-    if reason:
-        pytest.skip(f"{result.name}: {metric} not compared with the baseline: {reason}")
-    verdict = verdicts.quality_baseline(result, metric, entry, bench.context(result.name), bench.scenario.prompts)
-    conclude(bench, result.name, metric, verdict)
+def _matches_eager(metric):
+    def test(variant_run, fluxperf_bench):
+        """Each image meets the variant's floor; then the aggregate must not regress past the baseline's."""
+        bench, result = fluxperf_bench, variant_run.result
+        if metric.name in result.quality.errors:
+            pytest.fail(result.quality.errors[metric.name], pytrace=False)
+        conclude(bench, result.name, f"{metric.name}_floor", verdicts.quality_floor(
+            result, metric.name, floor(bench, result, metric.name), bench.scenario.prompts))
+        entry = baseline_for(bench, result.name)
+        conclude(bench, result.name, metric.name, verdicts.quality_baseline(
+            result, metric.name, entry, context(bench, result.name), bench.scenario.prompts))
+
+    test.__name__ = test.__qualname__ = f"test_{metric.test}_matches_eager"
+    return test
 
 
-def test_ssim_matches_eager(variant_run, fluxperf_bench):
-    _check(fluxperf_bench, variant_run.result, "ssim")
-
-
-def test_psnr_matches_eager(variant_run, fluxperf_bench):
-    _check(fluxperf_bench, variant_run.result, "psnr_db")
-
-
-def test_lpips_matches_eager(variant_run, fluxperf_bench):
-    result = variant_run.result
-    if result.lpips_error:
-        pytest.fail(result.lpips_error, pytrace=False)
-    _check(fluxperf_bench, result, "lpips")
+# One test per metric, named after it: test_lpips_matches_eager, test_ssim_matches_eager, test_psnr_matches_eager.
+for _metric in METRICS.values():
+    globals()[f"test_{_metric.test}_matches_eager"] = _matches_eager(_metric)
 
 
 def test_fidelity_holds(variant_run, fluxperf_bench):
@@ -44,11 +40,7 @@ def test_fidelity_holds(variant_run, fluxperf_bench):
     result = variant_run.result
     if not result.lossless:
         pytest.skip(f"{result.name} is not lossless (it skips, predicts or quantizes work): the image checks judge it")
-    f = result.fidelity or {"skipped": f"{result.name}: no fidelity measured"}
-    if "skipped" in f:
-        pytest.skip(f["skipped"])
-    text = fidelity.message(result.name, f["status"], f["details"], f["floor"]["method"])
-    conclude(fluxperf_bench, result.name, "fidelity", stats.Verdict(f["status"], text))
+    conclude(fluxperf_bench, result.name, "fidelity", verdicts.fidelity(result))
 
 
 def test_judged_images_are_the_timed_images(variant_run, fluxperf_bench):

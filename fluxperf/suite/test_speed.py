@@ -2,8 +2,8 @@
 
 import pytest
 
-from fluxperf import report, stats, timing, verdicts
-from fluxperf.checks import baseline_for, conclude
+from fluxperf import baselines, report, timing, verdicts
+from fluxperf.checks import baseline_for, conclude, context
 
 pytestmark = pytest.mark.gpu
 
@@ -12,11 +12,12 @@ def test_benchmark(variant_run, fluxperf_bench, benchmark):
     """pytest-benchmark's own timing of the built variant (synchronized inside every sample)."""
     bench, result = fluxperf_bench, variant_run.result
     item = bench.scenario.items[0]
+    speedup = result.timings.speedup()
     benchmark.extra_info.update(
         variant=result.name, scenario=bench.scenario.slug, model_source=bench.scenario.model,
         model_note=report.model_banner(bench.scenario.model), gpu=bench.env["gpu"],
-        peak_mem_gb=result.peak_mem_gb, build_s=result.build_s,
-        speedup_vs_eager=result.speedup().value if result.eager_s else None)
+        peak_mem_gb=result.timings.peak_mem_gb, build_s=result.timings.build_s,
+        speedup_vs_eager=speedup.value if speedup else None)
     # The fixture already warmed the variant up: nothing here compiles.
     benchmark.pedantic(lambda: timing.timed(lambda: bench.render(variant_run.pipe, item), bench.device),
                        rounds=3, iterations=1, warmup_rounds=0)
@@ -33,15 +34,12 @@ def test_speedup_holds(variant_run, fluxperf_bench):
     """Did the optimization regress? More rounds while the verdict is inconclusive, up to the cap."""
     bench, result = fluxperf_bench, variant_run.result
     entry = baseline_for(bench, result.name)
-    if verdicts.steps(result, bench.scenario.steps).status == stats.FAIL:
-        conclude(bench, result.name, "speedup", stats.Verdict(
-            stats.FAIL, f"{result.name}: not judged on speed: its timed calls skipped denoising steps "
-                        "(test_every_timed_call_ran_every_step)"))
-    eager = bench.results.get("eager")
-    eager_bound = eager.bound if eager is not None and eager.variant_s else \
-        (bench.baseline_entry("eager") or {}).get("bound", "unknown")
+    if verdicts.steps(result, bench.scenario.steps).status == verdicts.FAIL:
+        conclude(bench, result.name, "speedup", verdicts.not_judged_on_speed(result.name))
+    eager_bound = verdicts.eager_bound(bench.results.get("eager"), baselines.entry(bench.baseline, "eager"))
     s = bench.settings
-    verdict = verdicts.speed(variant_run, entry, bench.context(result.name), s.rounds, s.max_rounds, eager_bound)
+    verdict, result.timings = verdicts.speed(result.name, result.timings, entry, context(bench, result.name),
+                                             s.rounds, s.max_rounds, eager_bound, variant_run.more_rounds)
     conclude(bench, result.name, "speedup", verdict)
 
 
@@ -52,19 +50,13 @@ def test_stack_speed_holds(variant_run, fluxperf_bench):
     if not result.timed:
         pytest.skip(f"{result.name} is quality-only: slower than eager by design, never judged on speed")
     entry = baseline_for(bench, result.name)
-    conclude(bench, result.name, "stack", verdicts.stack(result, entry, bench.context(result.name)))
+    conclude(bench, result.name, "stack", verdicts.stack(result.name, result.timings, entry, context(bench, result.name)))
 
 
 @pytest.mark.fluxperf_variants("all")
 def test_peak_memory_holds(variant_run, fluxperf_bench):
     bench, result = fluxperf_bench, variant_run.result
-    if result.peak_mem_gb is None:
+    if result.timings.peak_mem_gb is None:
         pytest.skip("peak memory is only tracked on CUDA")
     entry = baseline_for(bench, result.name)
-    if entry.get("peak_mem_gb") is None:
-        pytest.skip(f"the baseline {bench.baseline_path} records no peak memory for {result.name}")
-    verdict = stats.judge_ratio(result.name, "peak_mem_gb", result.peak_mem_gb, entry["peak_mem_gb"],
-                                entry["tolerance"]["peak_mem"], " GB", str(bench.baseline_path))
-    if verdict.status == stats.FAIL:
-        verdict = stats.Verdict(stats.FAIL, f"{verdict.message}; if intended: {bench.settings.rebaseline}")
-    conclude(bench, result.name, "peak_mem", verdict)
+    conclude(bench, result.name, "peak_mem", verdicts.peak_memory(result, entry, context(bench, result.name)))

@@ -161,8 +161,7 @@ def quantize(pipe, scenario, params, recipe: str) -> list[str]:
     one and then for a new linear; it never writes into the old tensor, which eager's linear still holds.
     """
     require("torchao", INSTALL)
-    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,
-                                      Float8StaticActivationFloat8WeightConfig, PerRow, PerTensor, quantize_)
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
 
     from fluxperf.progress import Progress
 
@@ -177,21 +176,12 @@ def quantize(pipe, scenario, params, recipe: str) -> list[str]:
                                                            set_inductor_config=False)
         quantize_(transformer, config, filter_fn=_selected(min_features, unused=unused))
     elif recipe == "static":
-        from torchao.prototype.quantization.quant_api import Float8ObservedLinear
-
         from fluxperf import fp8
 
         # Model Optimizer's FLUX exclusions (fluxperf/fp8.py): the embedders and the output norm see the raw
         # timestep, text and latent scales, which one per-tensor scale fixed in advance can't cover.
         keep = _selected(min_features, exclude=fp8.EXCLUDED_MODULES, unused=unused)
-        quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="prepare", set_inductor_config=False),
-                  filter_fn=keep)
-        calib_size = int(params["ao_fp8_calib_size"])
-        with progress.step(f"calibrating fp8 activation scales on {calib_size} prompt(s) at "
-                           f"{scenario.height}x{scenario.width}, {scenario.steps} steps", key="calibration_s"):
-            calibrate(pipe, scenario, calib_size)
-        quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="convert", set_inductor_config=False),
-                  filter_fn=lambda module, fqn: isinstance(module, Float8ObservedLinear))
+        _quantize_static(pipe, scenario, params, keep, progress)
     else:
         raise ValueError(f"unknown fp8 recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     names = quantized_linears(transformer)
@@ -200,6 +190,23 @@ def quantize(pipe, scenario, params, recipe: str) -> list[str]:
                            f"{min_features} excludes them all")
     progress.say(f"fp8 ({recipe}) on {len(names)} linears")
     return names
+
+
+def _quantize_static(pipe, scenario, params, keep, progress) -> None:
+    """The static recipe: observers on the chosen linears, calibration on the scenario's prompts, then fp8 linears
+    with the observed per-tensor activation scales."""
+    from torchao.prototype.quantization.quant_api import Float8ObservedLinear
+    from torchao.quantization import Float8StaticActivationFloat8WeightConfig, quantize_
+
+    transformer = pipe.transformer
+    quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="prepare", set_inductor_config=False),
+              filter_fn=keep)
+    calib_size = int(params["ao_fp8_calib_size"])
+    with progress.step(f"calibrating fp8 activation scales on {calib_size} prompt(s) at "
+                       f"{scenario.height}x{scenario.width}, {scenario.steps} steps", key="calibration_s"):
+        calibrate(pipe, scenario, calib_size)
+    quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="convert", set_inductor_config=False),
+              filter_fn=lambda module, fqn: isinstance(module, Float8ObservedLinear))
 
 
 def build_recipe(pipe, scenario, params, recipe: str):

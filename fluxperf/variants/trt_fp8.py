@@ -32,30 +32,11 @@ def build(pipe, scenario, params):
                            torch.cuda.get_device_name(device))
     folder = engine.engine_dir(params["cache_dir"], key)
     plan = folder / "engine.plan"
-    others = [m for m in (pipe.text_encoder, pipe.text_encoder_2, pipe.vae) if m is not None]
 
     if plan.exists():
         progress.say(f"reusing the cached engine {plan}")
     else:
-        with progress.step(f"calibrating FP8 on {len(prompts)} prompts at {scenario.height}x{scenario.width}, "
-                           f"{scenario.steps} steps", key="calibration_s"):
-            fp8.quantize(pipe, scenario, len(prompts))
-        onnx_path = folder / "onnx" / "model.onnx"
-        try:
-            # The export and the build need the GPU for the transformer alone (memory: see fluxperf/trt.py).
-            for module in others:
-                module.to("cpu")
-            torch.cuda.empty_cache()
-            with progress.step("exporting the quantized transformer to ONNX", key="export_s"):
-                engine.export_onnx(transformer, spec, onnx_path, guidance=scenario.guidance)
-            transformer.to("cpu")
-            torch.cuda.empty_cache()
-            with progress.step("building the TensorRT engine", key="engine_build_s"):
-                engine.build_engine(onnx_path, spec, plan)
-        finally:
-            for module in others:
-                module.to(device)
-        engine.discard_onnx(onnx_path.parent)
+        _calibrate_and_build(pipe, scenario, prompts, spec, plan, progress)
 
     # The PyTorch transformer is no longer called: free its 22 GiB of GPU memory for the engine.
     transformer.to("cpu")
@@ -63,3 +44,32 @@ def build(pipe, scenario, params):
     runner = engine.EngineRunner(plan, spec)
     pipe.transformer = engine.TRTTransformer(runner, transformer.config, spec, transformer.dtype, device)
     return pipe
+
+
+def _calibrate_and_build(pipe, scenario, prompts, spec, plan, progress) -> None:
+    """Calibrate FP8 on the scenario's prompts, export the quantized transformer to ONNX, build the engine at `plan`."""
+    import torch
+
+    from fluxperf import trt as engine
+
+    transformer, device = pipe.transformer, torch.device(scenario.device)
+    others = [m for m in (pipe.text_encoder, pipe.text_encoder_2, pipe.vae) if m is not None]
+    with progress.step(f"calibrating FP8 on {len(prompts)} prompts at {scenario.height}x{scenario.width}, "
+                       f"{scenario.steps} steps", key="calibration_s"):
+        fp8.quantize(pipe, scenario, len(prompts))
+    onnx_path = plan.parent / "onnx" / "model.onnx"
+    try:
+        # The export and the build need the GPU for the transformer alone (memory: see fluxperf/trt.py).
+        for module in others:
+            module.to("cpu")
+        torch.cuda.empty_cache()
+        with progress.step("exporting the quantized transformer to ONNX", key="export_s"):
+            engine.export_onnx(transformer, spec, onnx_path, guidance=scenario.guidance)
+        transformer.to("cpu")
+        torch.cuda.empty_cache()
+        with progress.step("building the TensorRT engine", key="engine_build_s"):
+            engine.build_engine(onnx_path, spec, plan)
+    finally:
+        for module in others:
+            module.to(device)
+    engine.discard_onnx(onnx_path.parent)

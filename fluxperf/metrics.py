@@ -1,0 +1,65 @@
+"""The image quality metrics, each defined once: its name, direction, floors, tolerance and how it is written.
+
+Every other place (the --fluxperf-floor option, the baseline's tolerances, the suite's tests, the report's table, the
+verdicts' words) reads this table. Adding a metric is an entry here plus its computation in fluxperf.quality.SCORERS.
+Nothing here imports torch: the options parser reads it before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str                 # the key in results, baselines, tolerances and --fluxperf-floor
+    label: str                # the column in tables and the word in messages
+    test: str                 # the suite's test: test_<test>_matches_eager
+    higher_is_better: bool
+    bounds: tuple[float, float]  # the range a per-image floor may take
+    floors: dict              # each image against eager's: {"lossless": ..., "lossy": ...}
+    tolerance: float          # the baseline's default: how far the aggregate may move (absolute)
+    aggregate: str = "mean"   # "mean", or "pooled": the metric of the mean squared error over all images
+    unit: str = ""
+    decimals: int = 4
+    # Identical images score infinity (PSNR); JSON has no infinity, so results and baselines write null for it.
+    infinite_when_identical: bool = False
+
+    def fmt(self, value: float | None) -> str:
+        """Human form; an infinite score prints as 'identical', never as a number."""
+        if value is None:
+            return "–"
+        if self.infinite_when_identical and math.isinf(value):
+            return "identical"
+        return f"{value:.{self.decimals}f}{self.unit}"
+
+
+# Floors: a lossless variant is judged step by step (test_fidelity_holds) and against its own baseline's images, so
+# its final images only have to stay clear of a broken pipeline: on the real model 28 steps turn bf16-level
+# differences into different, equally good images (FLUX.1-dev compiled vs eager scored LPIPS 0.38 at 1024²,
+# pytorch/pytorch#179520). These floors catch images unrelated to eager's (noise, a blank image), not a subtle change,
+# which the other two checks catch. Lossy variants keep the floors they had.
+# Ranges: SSIM lies in [-1, 1], LPIPS is a distance (>= 0; about 1 for unrelated images), PSNR of 8-bit images is a
+# positive number of dB (inf when identical).
+METRICS = {m.name: m for m in (
+    Metric("lpips", "LPIPS", "lpips", higher_is_better=False, bounds=(0.0, math.inf),
+           floors={"lossless": 0.6, "lossy": 0.4}, tolerance=0.02),
+    Metric("ssim", "SSIM", "ssim", higher_is_better=True, bounds=(-1.0, 1.0),
+           floors={"lossless": 0.3, "lossy": 0.5}, tolerance=0.02),
+    Metric("psnr_db", "PSNR", "psnr", higher_is_better=True, bounds=(0.0, math.inf),
+           floors={"lossless": 12.0, "lossy": 15.0}, tolerance=1.0, aggregate="pooled", unit=" dB", decimals=2,
+           infinite_when_identical=True),
+)}
+
+# The metric that picks the worst image of a variant: the pair saved beside the report, the report's worst item.
+WORST_BY = "ssim"
+
+
+def fmt(metric: str, value: float | None) -> str:
+    return METRICS[metric].fmt(value)
+
+
+def from_json(metric: str, value: float | None) -> float | None:
+    """A score as JSON holds it: null is infinity for a metric that is infinite on identical images."""
+    return math.inf if value is None and METRICS[metric].infinite_when_identical else value
