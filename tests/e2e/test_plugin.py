@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.unit.test_e2e import PERF, RECORDED, REPO, SMALL
-from tests.unit.test_e2e import heavy_imports, in_this_process, inductor_cache, suite  # noqa: F401  (fixtures)
+from tests.sessions import PERF, RECORDED, REPO, SMALL
 
 pytest_plugins = ["pytester"]
 

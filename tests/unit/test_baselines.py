@@ -1,4 +1,5 @@
-"""Baseline files: parsing and validation from small fixtures, key checks, atomic writes, updates and merging."""
+"""Baseline files: parsing and validation from small fixtures (version 2, read through its migration, and version 3),
+key checks, atomic writes, updates and merging."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def valid() -> dict:
 # ----- parsing --------------------------------------------------------------------------------------------------
 
 def test_a_valid_file_loads_with_every_variant():
-    data = baselines.load(VALID)
+    data = baselines.load(VALID)  # a version-2 file, read in today's layout
     assert set(data["variants"]) == {"eager", "compile"}
-    assert data["variants"]["compile"]["speedup"] == 1.31
+    assert data["variants"]["compile"]["timings"]["speedup"] == 1.31
 
 
 def test_a_missing_file_loads_as_none(tmp_path):
@@ -133,14 +134,15 @@ def test_dumps_sorts_keys_and_refuses_nan():
 
 
 def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_session():
-    old = valid()
+    old = baselines.validate(valid(), VALID)
     old["variants"]["compile"]["tolerance"]["speed"] = 0.08      # edited by hand
     old["variants"]["trt_fp8"] = copy.deepcopy(old["variants"]["compile"])   # not measured this session
-    samples = {k: old["variants"]["compile"][k] for k in ("samples_s", "eager_samples_s", "probe", "eager_probe")}
-    measured = {"compile": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, "quality": {}, **samples},
-                "new_variant": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, "quality": {}, **samples}}
+    timings = old["variants"]["compile"]["timings"]
+    samples = {k: timings[k] for k in ("samples_s", "eager_samples_s", "probe", "eager_probe")}
+    measured = {"compile": {"timings": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, **samples}},
+                "new_variant": {"timings": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, **samples}}}
     new = baselines.updated(old, old["key"], {"commit": "abc"}, "2025-02-02T00:00:00Z", measured)
-    assert new["variants"]["compile"]["speedup"] == 1.40
+    assert new["variants"]["compile"]["timings"]["speedup"] == 1.40
     assert new["variants"]["compile"]["tolerance"]["speed"] == 0.08
     assert new["variants"]["compile"]["tolerance"]["stack"] == baselines.DEFAULT_TOLERANCE["stack"]
     assert new["variants"]["trt_fp8"] == old["variants"]["trt_fp8"]
@@ -151,46 +153,48 @@ def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_s
 
 # ----- merging several runs ---------------------------------------------------------------------------------
 
-def _run(speedup: float, latency: float, ssim: float) -> dict:
+def _recording(speedup: float, latency: float, ssim: float) -> dict:
     data = valid()
     entry = data["variants"]["compile"]
     entry.update(speedup=speedup, latency_s=latency, speedup_ci=[speedup - 0.1, speedup + 0.1])
     entry["quality"]["ssim_mean"] = ssim
-    return data
+    return baselines.validate(data, VALID)
 
 
-def test_merging_runs_takes_the_median_of_each_metric_and_pools_the_samples():
-    runs = [_run(1.30, 0.92, 0.990), _run(1.50, 0.80, 0.999), _run(1.31, 0.91, 0.995)]
-    merged = baselines.merge_runs(runs)
+def test_merging_recordings_takes_the_median_of_each_metric_and_pools_the_samples():
+    recordings = [_recording(1.30, 0.92, 0.990), _recording(1.50, 0.80, 0.999), _recording(1.31, 0.91, 0.995)]
+    merged = baselines.merge_recordings(recordings)
     entry = merged["variants"]["compile"]
-    assert entry["speedup"] == 1.31 and entry["latency_s"] == 0.91
+    timings = lambda r: r["variants"]["compile"]["timings"]  # noqa: E731
+    assert entry["timings"]["speedup"] == 1.31 and entry["timings"]["latency_s"] == 0.91
     # Pooled, the samples carry the spread between the sessions.
-    assert entry["samples_s"] == [x for r in runs for x in r["variants"]["compile"]["samples_s"]]
-    assert len(entry["probe"]["launch_s"]) == 3 * len(runs[0]["variants"]["compile"]["probe"]["launch_s"])
-    assert entry["speedup_ci"] == pytest.approx([1.21, 1.41]) and entry["quality"]["ssim_mean"] == 0.995
-    assert entry["runs"] == 3
+    assert entry["timings"]["samples_s"] == [x for r in recordings for x in timings(r)["samples_s"]]
+    assert len(entry["timings"]["probe"]["launch_s"]) == 3 * len(timings(recordings[0])["probe"]["launch_s"])
+    assert entry["timings"]["speedup_ci"] == pytest.approx([1.21, 1.41])
+    assert entry["quality"]["scores"]["ssim"]["mean"] == 0.995
+    assert entry["recordings"] == 3
 
 
-def test_merging_keeps_a_variant_that_only_some_runs_measured():
-    partial = _run(1.30, 0.92, 0.99)
-    del partial["variants"]["compile"]       # say compile failed to build in the last run
-    merged = baselines.merge_runs([_run(1.30, 0.92, 0.99), _run(1.32, 0.90, 0.99), partial])
+def test_merging_keeps_a_variant_that_only_some_recordings_measured():
+    partial = _recording(1.30, 0.92, 0.99)
+    del partial["variants"]["compile"]       # say compile failed to build in the last recording
+    merged = baselines.merge_recordings([_recording(1.30, 0.92, 0.99), _recording(1.32, 0.90, 0.99), partial])
     assert "compile" in merged["variants"], sorted(merged["variants"])
-    assert merged["variants"]["compile"]["runs"] == 2
+    assert merged["variants"]["compile"]["recordings"] == 2
 
 
-def test_merging_runs_of_different_scenarios_is_refused():
-    other = _run(1.3, 0.9, 0.99)
+def test_merging_recordings_of_different_scenarios_is_refused():
+    other = _recording(1.3, 0.9, 0.99)
     other["key"]["steps"] = 4
     with pytest.raises(ValueError, match="different scenarios"):
-        baselines.merge_runs([_run(1.3, 0.9, 0.99), other])
+        baselines.merge_recordings([_recording(1.3, 0.9, 0.99), other])
 
 
 def _write_runs(tmp_path: Path, speedups=(1.30, 1.50, 1.31)) -> list[Path]:
     dirs = []
     for i, sp in enumerate(speedups):
         run = tmp_path / f"run-{i}"
-        baselines.write_atomic(run / RELATIVE, baselines.dumps(_run(sp, 1.2 / sp, 0.99)))
+        baselines.write_atomic(run / RELATIVE, baselines.dumps(_recording(sp, 1.2 / sp, 0.99)))
         dirs.append(run)
     return dirs
 
@@ -209,8 +213,9 @@ def test_merge_baselines_command_writes_the_merged_file_and_the_table(tmp_path):
     done = _merge_cli("--out", str(out), "--table", str(table), *map(str, runs))
     assert done.returncode == 0, done.stderr
     merged = baselines.load(out / RELATIVE)
-    assert merged["variants"]["compile"]["speedup"] == 1.31 and merged["variants"]["compile"]["runs"] == 3
-    assert merged["variants"]["compile"]["tolerance"]["speed"] == 0.07
+    compile_ = merged["variants"]["compile"]
+    assert compile_["timings"]["speedup"] == 1.31 and compile_["recordings"] == 3
+    assert compile_["tolerance"]["speed"] == 0.07
     text = table.read_text()
     assert f"### {RELATIVE}" in text and "| compile | speedup | 1.310 | 1.310 | +0.0% |" in text
     assert "| compile | latency_s | 0.916 | 0.916 |" in text
@@ -245,8 +250,40 @@ def test_a_version_1_file_is_refused_with_the_reason(tmp_path):
 
 
 def test_a_host_bound_variant_gets_the_wider_speed_and_stack_tolerance():
-    measured = {"eager": {"bound": "host", "quality": {}}, "compile": {"bound": "gpu", "quality": {}}}
+    measured = {"eager": {"timings": {"bound": "host"}}, "compile": {"timings": {"bound": "gpu"}}}
     new = baselines.updated(None, {}, {}, "2025-02-02T00:00:00Z", measured)["variants"]
     assert new["eager"]["tolerance"]["speed"] == baselines.HOST_BOUND_TOLERANCE["speed"] > \
         new["compile"]["tolerance"]["speed"] == baselines.DEFAULT_TOLERANCE["speed"]
     assert new["eager"]["tolerance"]["stack"] > new["compile"]["tolerance"]["stack"]
+
+
+# ----- today's version, and reading version 2 -----------------------------------------------------------------------
+
+def test_a_version_2_file_reads_as_today_s_layout_field_by_field():
+    shipped = next((DATA.parents[1] / "baselines" / "nvidia-h200").glob("*.json"))
+    old, new = json.loads(shipped.read_text())["variants"]["compile"], baselines.load(shipped)["variants"]["compile"]
+    assert new["timings"]["cpu_samples_s"] == old["cpu_s"] and new["timings"]["eager_latency_s"] == old["eager_latency_s"]
+    old = valid()["variants"]["compile"]
+    new = baselines.load(VALID)["variants"]["compile"]
+    assert new["timings"]["samples_s"] == old["samples_s"] and new["timings"]["design"] == old["design"]
+    assert new["timings"]["probe"] == old["probe"] and new["timings"]["bound"] == old["bound"]
+    assert new["quality"]["scores"]["lpips"] == {"mean": old["quality"]["lpips_mean"],
+                                                 "backbone": old["quality"]["lpips_backbone"]}
+    assert new["tolerance"] == old["tolerance"] and new["params"] == old["params"]
+    # The recorded numbers are the rules' inputs as the file holds them: a null PSNR mean is identical images.
+    entry = baselines.entry(baselines.load(VALID), "compile")
+    assert entry.result.timings.speedup().value == 1.31 and entry.result.timings.gpu_busy == old.get("gpu_busy")
+    assert math.isinf(entry.result.quality.scores["psnr_db"].mean)
+
+
+def test_a_file_written_today_reads_back_the_same_and_names_today_s_fields(tmp_path):
+    data = baselines.load(VALID)
+    path = tmp_path / "b.json"
+    path.write_text(baselines.dumps(data))
+    again = baselines.load(path)
+    assert again == data and again["schema_version"] == 3
+    again["variants"]["compile"]["timings"]["samples_s"][1] = -1.0
+    path.write_text(json.dumps(again))
+    with pytest.raises(BaselineError) as info:
+        baselines.load(path)
+    assert info.value.field == "variants.compile.timings.samples_s[1]", str(info.value)

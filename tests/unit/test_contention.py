@@ -13,9 +13,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fluxperf import contention, stats
+from fluxperf import contention, verdicts
+from fluxperf.messages import Context
+from fluxperf.result import Timings
+from fluxperf.rules import FAIL, INCONCLUSIVE, PASS, WARN
 
-CTX = stats.Context("baselines/x.json", "pytest -m gpu --fluxperf-update-baselines")
+CTX = Context("baselines/x.json", "pytest -m gpu --fluxperf-update-baselines")
 
 
 class FakeNvml(types.ModuleType):
@@ -143,21 +146,23 @@ PROBE = {"matmul_s": [1e-4] * 20, "copy_s": [1e-4] * 20, "launch_s": [1e-4] * 20
 
 
 def _run(factor, gpu_busy=None, seed=0):
+    """20 calls of a GPU-bound pipeline; `gpu_busy`: another process's share of every quiet window before them."""
     samples = 1.23 * factor * np.exp(np.random.default_rng(seed).normal(0, 0.005, 20))
-    sharing = contention.Sharing(gpu_busy=gpu_busy)
-    return stats.Run(list(samples), [2.2] * 20, PROBE, PROBE, True, "gpu", 0.94, sharing)
+    record = {**contention.empty(), "gpu_other_busy": [gpu_busy] * 20}
+    return Timings(samples_s=list(samples), eager_samples_s=[2.2] * 20, probe=PROBE, eager_probe=PROBE,
+                   contention=record, recorded={"bound": "gpu", "gpu_busy": 0.94})
 
 
 @pytest.mark.parametrize("factor, busy, status, words", [
-    (1.00, None, stats.PASS, ""),                                    # quiet, unchanged
-    (1.10, None, stats.FAIL, "compile regressed"),                   # quiet, 10% slower
-    (1.00, 0.20, stats.PASS, "within the tolerance even so"),        # shared, unchanged and still fast
-    (1.08, 0.20, stats.INCONCLUSIVE, "not judged"),                  # shared, slower by what sharing explains
-    (1.15, 0.20, stats.INCONCLUSIVE, "not judged"),                  # a real 15% regression hidden by 20% sharing
-    (1.40, 0.20, stats.FAIL, "beyond what the sharing explains"),    # far beyond: still caught
+    (1.00, None, PASS, ""),                                    # quiet, unchanged
+    (1.10, None, FAIL, "compile regressed"),                   # quiet, 10% slower
+    (1.00, 0.20, PASS, "within the tolerance even so"),        # shared, unchanged and still fast
+    (1.08, 0.20, INCONCLUSIVE, "not judged"),                  # shared, slower by what sharing explains
+    (1.15, 0.20, INCONCLUSIVE, "not judged"),                  # a real 15% regression hidden by 20% sharing
+    (1.40, 0.20, FAIL, "beyond what the sharing explains"),    # far beyond: still caught
 ])
 def test_the_shared_machine_rule(factor, busy, status, words):
-    v = stats.judge_speed("compile", _run(factor, busy, 1), _run(1.0, seed=2), 1.8, 0.03, CTX, final=True)
+    v = verdicts.judge_speed("compile", _run(factor, busy, 1), _run(1.0, seed=2), 0.03, CTX, final=True)
     assert v.status == status and words in v.message, v.message
     if busy:
         assert "the machine was shared: another process kept the GPU busy 20% of the time" in v.message
@@ -167,7 +172,7 @@ def test_the_shared_machine_rule(factor, busy, status, words):
 def test_the_stack_rule_does_not_name_a_suspect_for_what_sharing_explains():
     ctx = replace(CTX, changes=("torch 2.11.0 → 2.12.0",))
     now, base = _run(1.10, 0.20, 1), _run(1.0, seed=2)
-    v = stats.judge_stack("compile", now, base, 0.05, ctx)
-    assert v.status == stats.WARN and "not judged" in v.message, v.message
-    quiet = stats.judge_stack("compile", replace(now, sharing=contention.Sharing()), base, 0.05, ctx)
-    assert quiet.status == stats.FAIL and "suspects: torch" in quiet.message, quiet.message
+    v = verdicts.judge_stack("compile", now, base, 0.05, ctx)
+    assert v.status == WARN and "not judged" in v.message, v.message
+    quiet = verdicts.judge_stack("compile", replace(now, contention=contention.empty()), base, 0.05, ctx)
+    assert quiet.status == FAIL and "suspects: torch" in quiet.message, quiet.message

@@ -1,10 +1,5 @@
-"""context_parallel: diffusers' context parallelism across torchrun's processes, run here on CPU over gloo."""
-
-import json
-import os
-import re
-import subprocess
-import sys
+"""context_parallel in pieces: the variant's checks, each rank's device, a bad launch, and a failed call on rank 0
+(tests/e2e/test_torchrun.py runs the suite under torchrun)."""
 
 import pytest
 import torch
@@ -13,57 +8,8 @@ from fluxperf import parallel
 from fluxperf import torchrun as ranks
 from fluxperf.scenario import Scenario
 from fluxperf.variants import Unavailable, get
-from tests.unit.test_e2e import REPO
-from tests.unit.test_e2e import heavy_imports, in_this_process, inductor_cache, suite  # noqa: F401  (fixtures: the real suite)
-
-pytest_plugins = ["pytester"]
 
 PARAMS = {"cp_mode": "ulysses", "cp_degree": 2}
-
-
-def torchrun(tmp_path, *args, nproc=2):
-    """The real suite under torchrun on the tiny model on CPU; returns the process and results.json."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
-           "-m", "pytest", "fluxperf/suite", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
-           "--fluxperf-width=64", "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=2",
-           "--fluxperf-max-rounds=2", "--fluxperf-lpips-random-backbone", f"--fluxperf-report-dir={tmp_path}",
-           f"--fluxperf-cache-dir={tmp_path / 'cache'}", f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
-           "-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-rs", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    results = tmp_path / "results.json"
-    return proc, json.loads(results.read_text()) if results.exists() else None
-
-
-def test_context_parallel_under_torchrun_matches_eager(tmp_path):
-    proc, results = torchrun(tmp_path, "--fluxperf-variants=context_parallel")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    run = results["variants"]["context_parallel"]
-    assert run["status"] == "measured" and run["params"] == PARAMS
-    # The attention of each image was split over two processes: rank 1 made every call with rank 0
-    # (a rank that skipped one would leave the other waiting in its collectives).
-    calls = int(re.search(r"\[fluxperf rank 1\] done: (\d+) calls made", out).group(1))
-    # warm-up call, warm-up rounds, timed rounds, the counted call (roofline), quality images, benchmark
-    assert calls == 1 + 2 + 2 + 1 + 2 + 3
-    # Both ranks' transformers were split, as diffusers itself reports it.
-    for me in ("[fluxperf] context_parallel", "[fluxperf rank 1] context_parallel"):
-        assert f"{me}: attention split: ulysses_degree=2 ring_degree=1" in out, me
-    # Ulysses attention computes the same attention, head by head: in float32 the image is eager's.
-    assert run["quality"]["psnr_db"]["worst"] > 60
-    assert run["quality"]["ssim"]["worst"] > 0.9999
-    # The split transformer is the harness's copy: eager keeps its own modules, and the two alternate round by round.
-    assert run["design"] == "paired" and len(run["eager_samples_s"]) == len(run["samples_s"]) >= 2
-
-
-def test_without_torchrun_context_parallel_skips_before_timing_anything(suite, pytester):
-    result = suite("--fluxperf-variants=context_parallel", "-rs", inprocess=True)
-    result.assert_outcomes(passed=3, skipped=11)  # eager runs; its stack and memory checks and every
-    # context_parallel test skip
-    assert "run torchrun --nproc-per-node 2 -m pytest -m gpu" in result.stdout.str()
-    run = json.loads((pytester.path / "reports" / "results.json").read_text())["variants"]["context_parallel"]
-    assert run["status"] == "skipped" and run["eager_samples_s"] == []
 
 
 def test_check_names_what_is_wrong(monkeypatch):
@@ -98,20 +44,6 @@ def test_a_bad_launch_is_refused_before_joining(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(parallel.ParallelError, match="2 processes but 1 GPU"):
         parallel.init("cuda:0")
-
-
-def test_torchrun_and_xdist_together_are_a_usage_error(suite, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    result = suite("-n", "2")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "torchrun and pytest-xdist don't mix" in result.stderr.str()
-
-
-def test_a_bad_cp_param_is_a_usage_error(suite):
-    result = suite("--fluxperf-variants=context_parallel", "--fluxperf-param=cp_mode=rings", inprocess=True)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--fluxperf-param: cp_mode must be one of ulysses, ring, got 'rings'" in result.stderr.str()
 
 
 def test_a_failed_call_on_rank_0_stops_talking_to_the_followers(monkeypatch):

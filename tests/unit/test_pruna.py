@@ -9,13 +9,15 @@ import sys
 import pytest
 import torch
 
+from fluxperf import pipelines
 from fluxperf.models import build_pipeline
 from fluxperf.progress import Progress
+from fluxperf import quality
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, get
 
-SCENARIO = Scenario(model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu")
-PROMPT = "a red cube on a table"
+SCENARIO = Scenario(model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu",
+                    prompts=("a red cube on a table",))
 VARIANTS = ["pruna_cache", pytest.param("pruna_cache_compile", marks=pytest.mark.slow)]
 
 # find_spec, not importorskip: importing pruna here would run its import-time telemetry set-up before the
@@ -30,15 +32,10 @@ def _params(name, tmp_path, **overrides):
 
 
 def _render(obj):
-    # The harness's call: fixed latents, so two calls differ only if the pipeline keeps state between them.
-    # 64x64 gives 8x8 latents of 4 channels, packed into 16 tokens of 16 values.
+    """The bench's call, from fixed latents: two calls differ only if the pipeline keeps state between them. 64x64 gives
+    8x8 latents of 4 channels, packed into 16 tokens of 16 values."""
     latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
-    return obj(prompt=PROMPT, height=SCENARIO.height, width=SCENARIO.width, num_inference_steps=SCENARIO.steps,
-               guidance_scale=SCENARIO.guidance, latents=latents, output_type="pt", max_sequence_length=32).images
-
-
-def _psnr_db(a, b):
-    return (10 * torch.log10(1 / torch.mean((a - b) ** 2))).item()
+    return pipelines.render(obj, SCENARIO, 0, latents, text_tokens=32)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +79,7 @@ def test_smash_wraps_the_pipeline_it_is_given_without_copying_it(name, smashed):
 
 @needs_pruna
 def test_built_on_the_harness_copy_fora_leaves_eager_as_it_was(tmp_path, eager_image):
-    from fluxperf.bench import share_modules
+    from fluxperf.pipelines import share_modules
 
     eager = build_pipeline(SCENARIO)
     forwards = [block.forward for block in eager.transformer.transformer_blocks]
@@ -107,7 +104,7 @@ def test_repeated_calls_give_identical_images(name, smashed):
 def test_cache_changes_the_image_but_stays_close(smashed, eager_image):
     image = _render(smashed("pruna_cache")[1])
     assert not torch.equal(image, eager_image), "FORA with interval 2 reproduced eager exactly: caching is off"
-    psnr_db = _psnr_db(image, eager_image)
+    psnr_db = quality.psnr_db(image, eager_image)
     # Defaults give 45 dB on the tiny model; interval 5 drops to 32-35 dB.
     assert psnr_db > 40, f"pruna_cache: PSNR {psnr_db:.1f} dB vs eager"
 

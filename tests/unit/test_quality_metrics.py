@@ -8,7 +8,10 @@ import socket
 import pytest
 import torch
 
-from fluxperf import quality
+from fluxperf import baselines, quality, verdicts
+from fluxperf.messages import Context
+from fluxperf.metrics import fmt
+from fluxperf.result import Quality, Result, Score, json_number
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +37,12 @@ def test_identical_images_score_lpips_0_ssim_1_and_infinite_psnr(images, lpips_r
 def test_infinite_psnr_summarizes_prints_and_serializes_without_crashing():
     s = quality.summarize("psnr_db", [math.inf, math.inf])
     assert math.isinf(s.mean) and math.isinf(s.worst)
-    assert quality.fmt("psnr_db", s.mean) == "identical" and quality.json_value(s.mean) is None
+    assert fmt("psnr_db", s.mean) == "identical" and json_number(s.mean) is None
     mixed = quality.summarize("psnr_db", [math.inf, 30.0, 40.0])
     # Pooled: mean MSE (0 + 1e-3 + 1e-4) / 3, so 10·log10(3 / 1.1e-3).
     assert mixed.mean == pytest.approx(10 * math.log10(3 / 1.1e-3)) and mixed.worst == 30.0
     assert mixed.worst_index == 1
-    assert quality.fmt("psnr_db", 30.0) == "30.00 dB" and quality.json_value(30.0) == 30.0
+    assert fmt("psnr_db", 30.0) == "30.00 dB" and json_number(30.0) == 30.0
 
 
 def test_worst_is_the_highest_lpips_and_the_lowest_ssim():
@@ -80,27 +83,18 @@ def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_pat
     assert "--fluxperf-lpips-random-backbone" in message
 
 
-def _result(metric: str, values: list[float], backbone: str | None = None):
-    from types import SimpleNamespace
-
+def _result(metric: str, values: list[float], backbone: str | None = None) -> Result:
     s = quality.summarize(metric, values)
-    q = {"values": values, "mean": s.mean, "worst": s.worst, "worst_item": [s.worst_index, 0]}
-    if backbone:
-        q["backbone"] = backbone
-    return SimpleNamespace(name="v", lossless=False, worst_pair_png="pair.png", quality={metric: q})
+    return Result("v", quality=Quality({metric: Score(values, s.mean, s.worst, [s.worst_index, 0], backbone)},
+                                       worst_pair_png="pair.png"))
 
 
 def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, backbone: str | None = None):
-    """The baseline half of fluxperf/suite/test_quality.py's check, through the same library calls."""
-    from fluxperf import stats, verdicts
-
-    entry = {"params": {}, "tolerance": {metric: tolerance}, "quality": recorded}
-    result = _result(metric, values, backbone)
-    reason = verdicts.quality_skip_reason(result, metric, entry)
-    if reason:
-        return reason
-    return verdicts.quality_baseline(result, metric, entry, stats.Context("b.json", "rebaseline"),
-                                     ["a prompt"] * len(values))
+    """The suite's baseline comparison (verdicts.quality_baseline) against a baseline entry that records `recorded`
+    (a version-2 file's quality fields, read as fluxperf reads them)."""
+    entry = baselines.Entry(Result.from_json({"quality": recorded}, version=2), {metric: tolerance})
+    return verdicts.quality_baseline(_result(metric, values, backbone), metric, entry,
+                                     Context("b.json", "rebaseline"), ["a prompt"] * len(values))
 
 
 def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
@@ -109,13 +103,16 @@ def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
     v = _judge("lpips", [0.2], recorded, 0.02, "random")
     assert v.status == "FAIL" and "mean lpips 0.2000 vs baseline 0.0100" in v.message
     # Recorded on a random backbone, measured on AlexNet: different scales, skipped with the reason.
-    assert "different scales" in _judge("lpips", [0.2], recorded, 0.02, "alexnet")
-    assert "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02, "random")
+    skipped = _judge("lpips", [0.2], recorded, 0.02, "alexnet")
+    assert skipped.status == verdicts.SKIP and "different scales" in skipped.message
+    assert "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02,
+                                        "random").message
     assert _judge("lpips", [0.02], recorded, 0.02, "random").status == "PASS"
 
 
 def test_a_baseline_entry_without_quality_is_a_reason_to_skip_never_a_pass():
-    assert "records no image quality" in _judge("ssim", [0.99], {}, 0.02)
+    skipped = _judge("ssim", [0.99], {}, 0.02)
+    assert skipped.status == verdicts.SKIP and "records no image quality" in skipped.message
 
 
 @pytest.mark.parametrize("seed", range(20))

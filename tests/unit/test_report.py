@@ -1,5 +1,5 @@
-"""Report files from a Bench filled by hand: results.json, report.md, latency.png and the terminal table,
-all rendered from the results dict (report.results_dict), as under pytest-xdist from the merged one."""
+"""Report files from results filled by hand: results.json, report.md, latency.png and the terminal table, all
+rendered from the results document (report.document), as under pytest-xdist from the merged one."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-import fluxperf.bench as bench_mod
 from fluxperf import report
-from fluxperf.bench import Bench, Settings, VariantResult
+from fluxperf.result import Quality, Result, Score, Timings
+from fluxperf.roofline import Work
 from fluxperf.scenario import Scenario
 
 SMALL = Scenario(height=64, width=64, steps=2, dtype="float32", device="cpu", prompts=("a", "b"))
@@ -19,23 +19,27 @@ ENV = {"gpu": "NVIDIA H100 80GB HBM3", "gpu_slug": "nvidia-h100-80gb-hbm3", "dri
 
 
 def _quality(ssim, psnr):
-    return {"ssim": {"values": ssim, "mean": sum(ssim) / len(ssim), "worst": min(ssim), "worst_item": [1, 0]},
-            "psnr_db": {"values": psnr, "mean": math.inf, "worst": min(psnr), "worst_item": [1, 0]}}
+    return Quality({"ssim": Score(ssim, sum(ssim) / len(ssim), min(ssim), [1, 0]),
+                    "psnr_db": Score(psnr, math.inf, min(psnr), [1, 0])})
 
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_mod.environment, "describe", lambda device, repo: ENV)
-    b = Bench(Settings(scenario=SMALL, variants=("eager", "compile", "broken"), params={}, report_dir=tmp_path))
+def results():
     eager = [1.00, 1.02, 0.99, 1.01, 1.00]
-    b.results["eager"] = VariantResult("eager", status="measured", lossless=True, eager_s=list(eager),
-                                       variant_s=list(eager), build_s=0.0)
-    b.results["compile"] = VariantResult(
-        "compile", status="measured", lossless=True, eager_s=list(eager), variant_s=[0.50, 0.51, 0.49, 0.50, 0.52],
-        build_s=42.0, peak_mem_gb=None, quality=_quality([1.0, 0.99], [math.inf, math.inf]),
-        verdicts={"speedup": {"status": "PASS", "message": "compile: speedup 2.00×"}})
-    b.results["broken"] = VariantResult("broken", status="failed", error="RuntimeError: simulated build failure")
-    return b
+    return {
+        "eager": Result("eager", status="measured", lossless=True,
+                        timings=Timings("cpu", samples_s=list(eager), eager_samples_s=list(eager), build_s=0.0)),
+        "compile": Result("compile", status="measured", lossless=True,
+                          timings=Timings("cpu", samples_s=[0.50, 0.51, 0.49, 0.50, 0.52],
+                                          eager_samples_s=list(eager), build_s=42.0),
+                          quality=_quality([1.0, 0.99], [math.inf, math.inf]),
+                          verdicts={"speedup": {"status": "PASS", "message": "compile: speedup 2.00×"}}),
+        "broken": Result("broken", status="failed", error="RuntimeError: simulated build failure"),
+    }
+
+
+def _document(results):
+    return report.document(SMALL, ENV, None, None, None, results)
 
 
 def _strict_json(text):
@@ -44,18 +48,22 @@ def _strict_json(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_results_json_is_valid_json_without_nan_or_infinity(bench, tmp_path):
-    report.write_all(bench)
+def test_results_json_is_valid_json_without_nan_or_infinity(results, tmp_path):
+    report.write_summary(_document(results), tmp_path)
     data = _strict_json((tmp_path / "results.json").read_text())
     assert data["model_note"] == report.model_banner("tiny") and data["environment"] == ENV
     compile_ = data["variants"]["compile"]
-    assert compile_["speedup"]["value"] == pytest.approx(2.0, rel=0.03) and compile_["n"] == 5
-    assert compile_["quality"]["psnr_db"]["mean"] is None and compile_["quality"]["psnr_db"]["per_image"] == [None, None]
+    assert compile_["timings"]["speedup"] == pytest.approx(2.0, rel=0.03) and compile_["timings"]["rounds"] == 5
+    psnr = compile_["quality"]["scores"]["psnr_db"]
+    assert psnr["mean"] is None and psnr["values"] == [None, None]
     assert data["variants"]["broken"]["status"] == "failed"
+    # The document reads back into the same results: one value, written and read by the type itself.
+    assert report.variants(data)["compile"].quality.scores["psnr_db"].values == [math.inf, math.inf]
+    assert report.variants(data)["compile"].timings.samples_s == results["compile"].timings.samples_s
 
 
-def test_report_md_has_the_model_banner_and_a_row_per_variant(bench, tmp_path):
-    report.write_all(bench)
+def test_report_md_has_the_model_banner_and_a_row_per_variant(results, tmp_path):
+    report.write_summary(_document(results), tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert f"> **{report.model_banner('tiny')}**" in md and "TINY toy model" in md
     for name in ("eager", "compile", "broken"):
@@ -66,40 +74,38 @@ def test_report_md_has_the_model_banner_and_a_row_per_variant(bench, tmp_path):
     assert "PSNR" in md and "identical / identical" in md
 
 
-def test_a_failed_variant_is_listed_as_not_measured_with_its_error(bench, tmp_path):
-    report.write_all(bench)
+def test_a_failed_variant_is_listed_as_not_measured_with_its_error(results, tmp_path):
+    report.write_summary(_document(results), tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "## Not measured" in md and "- **broken**: RuntimeError: simulated build failure" in md
 
 
-def test_latency_png_is_a_real_png(bench, tmp_path):
+def test_latency_png_is_a_real_png(results, tmp_path):
     from PIL import Image
 
-    report.write_all(bench)
+    report.write_summary(_document(results), tmp_path)
     with Image.open(tmp_path / "latency.png") as img:
         assert img.format == "PNG" and img.width > 100 and img.height > 100
         img.verify()
 
 
-def test_the_terminal_table_has_a_header_and_a_row_per_variant(bench):
-    results = report.results_dict(bench)
-    lines = report.table_text(report.SPEED_HEADER, report.speed_rows(results)).splitlines()
+def test_the_terminal_table_has_a_header_and_a_row_per_variant(results):
+    doc = _document(results)
+    lines = report.table_text(report.SPEED_HEADER, report.speed_rows(doc)).splitlines()
     assert lines[0].startswith("variant") and set(lines[1].replace(" ", "")) == {"-"}
     assert [line.split()[0] for line in lines[2:]] == ["eager", "compile", "broken"]
     assert "1.99× (1.94–2.04)" in lines[3] and "speedup PASS" in lines[3] and lines[4].split()[1] == "failed"
-    header = report.header_lines(results)
+    header = report.header_lines(doc)
     assert header[0] == f"model: tiny — {report.model_banner('tiny')}" and "NVIDIA H100 80GB HBM3" in header[1]
 
 
-def test_the_roofline_table_counts_work_and_warns_about_adaptive_caches_on_random_weights(bench, tmp_path):
-    from fluxperf.roofline import Work
-
-    bench.results["compile"].work = Work(transformer_flops=2e12, blocks_ran=8, blocks_total=8)
-    bench.results["compile"].adaptive = True
-    for r in bench.results.values():
-        for probe in (r.probe, r.eager_probe):
+def test_the_roofline_table_counts_work_and_warns_about_adaptive_caches_on_random_weights(results, tmp_path):
+    results["compile"].timings.work = Work(transformer_flops=2e12, blocks_ran=8, blocks_total=8)
+    results["compile"].adaptive = True
+    for r in results.values():
+        for probe in (r.timings.probe, r.timings.eager_probe):
             probe.update(matmul_s=[1e-3], copy_s=[1e-3], launch_s=[1e-4])
-    report.write_all(bench)
+    report.write_summary(_document(results), tmp_path)
     md = (tmp_path / "report.md").read_text()
     # 2 TFLOP in the median 0.5 s image: 4 TFLOP/s.
     assert "| compile | 2 | 4 | " in md, md

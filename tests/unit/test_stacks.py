@@ -10,7 +10,9 @@ import sys
 import pytest
 import torch
 
-from fluxperf.bench import share_modules
+from fluxperf import pipelines
+from fluxperf.pipelines import share_modules
+from fluxperf import quality
 from fluxperf.models import build_pipeline
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, Unavailable, get
@@ -52,16 +54,10 @@ def _params(name, tmp_path, **overrides):
 
 
 def _render(pipe, scenario=SCENARIO, seed=0):
-    # Fixed latents, as the harness passes them: two calls differ only if the pipeline keeps state between them.
-    # 64x64 gives 8x8 latents of 4 channels, packed into 16 tokens of 16 values.
+    """The bench's call, from fixed latents: two calls differ only if the pipeline keeps state between them. 64x64 gives
+    8x8 latents of 4 channels, packed into 16 tokens of 16 values (the thresholds below were measured on this noise)."""
     latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(seed))
-    return pipe(prompt=scenario.prompts[0], height=scenario.height, width=scenario.width,
-                num_inference_steps=scenario.steps, guidance_scale=scenario.guidance, latents=latents,
-                output_type="pt", max_sequence_length=32).images
-
-
-def _psnr_db(a, b):
-    return (10 * torch.log10(1 / torch.mean((a - b) ** 2))).item()
+    return pipelines.render(pipe, scenario, 0, latents, text_tokens=32)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,7 @@ def test_an_image_does_not_depend_on_the_one_rendered_before(name, built):
 @pytest.mark.parametrize("name", CACHES)
 def test_cache_changes_the_image_but_stays_close(name, eager, built):
     image, (eager_pipe, eager_image) = built(name)[1][0], eager
-    psnr_db = _psnr_db(image, eager_image)
+    psnr_db = quality.psnr_db(image, eager_image)
     assert psnr_db < MAX_DB, f"{name}: PSNR {psnr_db:.1f} dB vs eager, as close as compile alone: nothing was cached"
     # Compile must not change what the cache does: the same cache without compile gives the same image, up to
     # inductor's float reordering (~1e-6; the cache moves the image ~1e-2 from eager's).
@@ -429,7 +425,7 @@ def test_fp8_recipe_quantizes_the_copy_and_stays_close_to_eager(recipe, monkeypa
     else:
         assert not kept, kept  # flux-fast's scope: every linear whose dimensions suit _scaled_mm
     image = _render(pipe, BF16).float()
-    psnr_db = _psnr_db(image, eager_image)
+    psnr_db = quality.psnr_db(image, eager_image)
     assert 35 < psnr_db < MAX_DB, f"{recipe}: PSNR {psnr_db:.1f} dB vs eager"
     _eager_params_unchanged(eager_pipe, snapshot)
     assert torch.equal(_render(eager_pipe, BF16).float(), eager_image), f"{recipe}: eager renders another image"
@@ -488,7 +484,7 @@ def test_best_exact_is_lossless_and_deterministic(eager, best):
     first, other, again = best[0]["best_exact"][1]
     assert torch.equal(first, again) and not torch.equal(first, other)
     # Compile alone gives ~133 dB here; fused projections move the image by float rounding, no more.
-    psnr_db = _psnr_db(first, eager[1])
+    psnr_db = quality.psnr_db(first, eager[1])
     assert psnr_db > MAX_DB, f"best_exact: PSNR {psnr_db:.1f} dB vs eager: it is not exact"
 
 
@@ -505,7 +501,7 @@ def test_channels_last_vae_restrides_only_the_copy(eager):
     for name, module in eager_pipe.vae.named_modules():
         if name in convs:
             assert module.weight is convs[name][0] and module.weight.stride() == convs[name][1], name
-    assert _psnr_db(_render(pipe), eager_image) > MAX_DB
+    assert quality.psnr_db(_render(pipe), eager_image) > MAX_DB
     assert torch.equal(_render(eager_pipe), eager_image)
 
 
@@ -520,7 +516,7 @@ def test_best_cached_is_magcache_on_exact_pieces(eager, best):
     reference.transformer.enable_cache(_uncompiled_cache("magcache_compile"))
     diff = (first - _render(reference)).abs().max().item()
     assert diff < 1e-4, f"best_cached: max |diff| {diff:.3g} from MagCache alone"
-    assert _psnr_db(first, eager_image) < MAX_DB, "best_cached: as close as compile alone: nothing was cached"
+    assert quality.psnr_db(first, eager_image) < MAX_DB, "best_cached: as close as compile alone: nothing was cached"
     work = roofline.count(lambda: _render(pipe), pipe, SCENARIO.steps)
     assert 0 < work.blocks_ran < work.blocks_total
 
@@ -541,5 +537,5 @@ def test_best_cached_quantizes_the_fused_projections_and_traces_fp8_beneath_its_
     assert attn.to_q.weight is eager_pipe.transformer.transformer_blocks[0].attn.to_q.weight
     image = _render(pipe, BF16).float()
     assert torch.equal(image, _render(pipe, BF16).float())
-    assert 15 < _psnr_db(image, eager_image) < MAX_DB
+    assert 15 < quality.psnr_db(image, eager_image) < MAX_DB
     assert torch.equal(_render(eager_pipe, BF16).float(), eager_image)

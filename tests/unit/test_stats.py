@@ -1,9 +1,10 @@
 """The speed and stack rules, simulated: seeded sessions run through fluxperf's own verdict procedure.
 
-A simulated session fills a bench.VariantResult exactly as Bench.time_rounds does (a probe sample before every
-call, eager and the variant alternating) and hands it to fluxperf.verdicts, whose loop asks it for more rounds
-while the verdict is inconclusive. Baselines are written by baselines.entry and baselines.updated. Nothing of the
-procedure is re-implemented here: only the machine is simulated.
+A simulated session lays its rounds out by the bench's own schedule (fluxperf.protocol.paired: eager and the variant
+alternating) and records each call, with the probe sample before it, by result.Timings.add, as the bench does. It
+hands its timings to fluxperf.verdicts, whose loop asks it for more rounds while the verdict is inconclusive.
+Baselines are the Result's own JSON through baselines.updated. Nothing of the procedure is re-implemented here: only
+the machine is simulated.
 
 The noise model, fitted to the sessions in docs/results.md (H200, synthetic model, 512², 28 steps):
 - between sessions the host's speed moves eager by a log-sd of 0.24 (eager medians 1.91, 2.16, 3.34, 3.41,
@@ -32,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fluxperf import baselines, contention, stats, verdicts
-from fluxperf.bench import BASELINE_ROUNDS, VariantResult
+from fluxperf import baselines, contention, messages, protocol, stats, verdicts
+from fluxperf.protocol import BASELINE_ROUNDS
+from fluxperf.result import Call, Result, Timings
+from fluxperf.rules import FAIL, INCONCLUSIVE, PASS, WARN
 from tests.neighbour import long_slowdown, overlap, slowdown
 
 TRIALS = 1000
@@ -63,7 +66,7 @@ PIPELINES = {"gpu": Pipeline(1.23, 0.94), "cache": Pipeline(0.70, 0.84), "host":
 # Two H200 sessions whose host probe ran 0.76× and 0.78× the baseline's gave eager 0.81× and 0.79×.
 EAGER_HOST_ELASTICITY = 0.85
 TORCH_UPDATE = ("torch 2.11.0 → 2.12.0",)
-CTX = stats.Context("baselines/nvidia-h200/synthetic.json", "pytest -m gpu --fluxperf-update-baselines")
+CTX = messages.Context("baselines/nvidia-h200/synthetic.json", "pytest -m gpu --fluxperf-update-baselines")
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class Session:
         # (Drawn only beside a neighbour, so that the other rows' sessions draw the same numbers as before.)
         self.kappa = rng.uniform(0.5, 1.0) if world.neighbour else 0.0
         # The profiler's kernel time: a disturbed stretch, like a pause, lowers the busy share it gives.
-        self.result = VariantResult("fast", device="cuda", kernel_s=self.pipeline.busy * self._median_variant())
+        self.kernel_s = self.pipeline.busy * self._median_variant()
         self.calls = 0
         self.disturbed = range(0)
         if rng.random() < DISTURBED_SESSIONS:
@@ -115,7 +118,7 @@ class Session:
         x = math.exp(self.rng.normal(0, sigma))
         return x * (1 + self.rng.uniform(0.10, 0.30)) if self.rng.random() < 0.03 else x
 
-    def _call(self, eager: bool) -> None:
+    def _call(self, eager: bool) -> Call:
         wobble = math.exp(self.rng.normal(0, SIGMA["host_call"]))
         # A disturbed call: the pipelines slow more than the probes show.
         hit = self.calls in self.disturbed
@@ -123,56 +126,53 @@ class Session:
         slow_gpu = self.rng.uniform(1.02, 1.10) if hit else 1.0
         slow_host = self.rng.uniform(1.3, 2.3) if hit else 1.0
         slow_call = self.rng.uniform(*((1.10, 1.50) if eager else (1.05, 1.35))) if hit else 1.0
-        r = self.result
         duty, rng = self.world.neighbour, self.rng
         # The quiet window reads the neighbour's share in NVML's whole percent; the probe's window and the call
         # each lose what their own stretch of its timeline costs them.
-        contention.append(r.eager_contention if eager else r.contention,
-                          contention.Reading(gpu_other_busy=round(overlap(rng, duty, QUIET_S), 2)))
+        reading = contention.Reading(gpu_other_busy=round(overlap(rng, duty, QUIET_S), 2))
         slow_gpu *= slowdown(rng, duty, self.kappa, PROBE_WINDOW_S)
-        probe = r.eager_probe if eager else r.probe
-        probe["matmul_s"].append(PROBE_S["matmul_s"] * self.gpu * slow_gpu
-                                 * math.exp(self.rng.normal(0, SIGMA["matmul"])))
-        probe["copy_s"].append(PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])))
-        probe["launch_s"].append(PROBE_S["launch_s"] * self.host * wobble * slow_host
-                                 * math.exp(self.rng.normal(0, SIGMA["launch"])))
+        probe = {"matmul_s": PROBE_S["matmul_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["matmul"])),
+                 "copy_s": PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])),
+                 "launch_s": PROBE_S["launch_s"] * self.host * wobble * slow_host
+                 * math.exp(self.rng.normal(0, SIGMA["launch"]))}
         busy = EAGER_BUSY if eager else self.pipeline.busy
         seconds = EAGER_S if eager else self.pipeline.seconds
         # The neighbour slows the share of the call the GPU runs this process's kernels.
         slow_call *= busy * long_slowdown(rng, duty, self.kappa, busy * seconds) + 1 - busy
         if eager:
-            r.eager_s.append(EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
-                             * slow_call * self._noise(SIGMA["eager_call"]))
+            wall = (EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
+                    * slow_call * self._noise(SIGMA["eager_call"]))
         elif self.kind == "host":
-            r.variant_s.append(self._median_variant() * wobble * slow_call * self._noise(SIGMA["eager_call"]))
+            wall = self._median_variant() * wobble * slow_call * self._noise(SIGMA["eager_call"])
         else:
-            r.variant_s.append(self._median_variant() * wobble ** (1 - self.pipeline.busy) * slow_call
-                               * self._noise(SIGMA["gpu_call"]))
+            wall = self._median_variant() * wobble ** (1 - self.pipeline.busy) * slow_call * self._noise(SIGMA["gpu_call"])
+        return Call(eager, wall, probe, reading)
 
-    def more_rounds(self, k: int) -> None:
-        """k paired rounds laid out as Bench.time_rounds does: eager first on even rounds."""
-        for _ in range(k):
-            first_eager = len(self.result.variant_s) % 2 == 0
-            for eager in ((True, False) if first_eager else (False, True)):
-                self._call(eager)
+    def more_rounds(self, k: int, start: int) -> Timings:
+        """k paired rounds from round `start`, laid out by the bench's own schedule (eager first on even rounds)."""
+        timings = Timings("cuda", kernel_s=self.kernel_s)
+        for _, calls in protocol.paired(start, k, n_items=1):
+            for eager in calls:
+                timings.add(self._call(eager))
+        return timings
 
 
-def record_baseline(rng, kind: str = "gpu") -> dict:
+def record_baseline(rng, kind: str = "gpu") -> baselines.Entry:
     """A baseline entry as --fluxperf-update-baselines writes it: one session of BASELINE_ROUNDS rounds."""
     s = Session(rng, World(), kind)
-    s.more_rounds(BASELINE_ROUNDS)
-    entry = baselines.entry(s.result)
-    return baselines.updated(None, {}, {}, "2026-12-01T00:00:00Z", {"fast": entry})["variants"]["fast"]
+    result = Result("fast", status="measured", timings=s.more_rounds(BASELINE_ROUNDS, 0))
+    written = baselines.updated(None, {}, {}, "2026-12-01T00:00:00Z", {"fast": result.to_json()})
+    return baselines.Entry.from_json(written["variants"]["fast"])
 
 
-def judge(rng, world: World, kind: str = "gpu", changes=()) -> tuple[stats.Verdict, stats.Verdict]:
+def judge(rng, world: World, kind: str = "gpu", changes=()) -> tuple[verdicts.Verdict, verdicts.Verdict]:
     """A baseline session and a check session: the speed verdict (with its extra rounds) and the stack verdict."""
     entry = record_baseline(rng, kind)
     session = Session(rng, world, kind)
-    session.more_rounds(ROUNDS)
     ctx = replace(CTX, changes=tuple(changes))
-    speed = verdicts.speed(session, entry, ctx, ROUNDS, MAX_ROUNDS, eager_bound="host")
-    return speed, verdicts.stack(session.result, entry, ctx)
+    speed, timings = verdicts.speed("fast", session.more_rounds(ROUNDS, 0), entry, ctx, ROUNDS, MAX_ROUNDS, "host",
+                                    session.more_rounds)
+    return speed, verdicts.stack("fast", timings, entry, ctx)
 
 
 def rates(seed: int, world: World, kind: str = "gpu", changes=(), trials: int = TRIALS) -> dict:
@@ -194,24 +194,24 @@ def share(messages, which: int, status: str, text: str = "") -> float:
 
 def test_nothing_changed_fails_at_most_one_percent_of_sessions():
     r = rates(1, World())
-    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
-    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]  # same software: the stack verdict can only warn
+    assert r["speed"].get(FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(FAIL, 0) == 0, r["stack"]  # same software: the stack verdict can only warn
 
 
 def test_the_variant_alone_ten_percent_slower_fails_at_least_95_percent():
     r = rates(2, World(variant=1.10))
-    assert r["speed"].get(stats.FAIL, 0) >= 0.95, r["speed"]
+    assert r["speed"].get(FAIL, 0) >= 0.95, r["speed"]
 
 
 def test_the_variant_alone_five_percent_slower_fails_at_least_80_percent_at_the_round_cap():
     r = rates(3, World(variant=1.05))
-    assert r["speed"].get(stats.FAIL, 0) >= 0.80, r["speed"]
+    assert r["speed"].get(FAIL, 0) >= 0.80, r["speed"]
 
 
 @pytest.mark.parametrize("factor", [1.3, 1 / 1.3])
 def test_eager_alone_moving_30_percent_never_fails_and_says_eager_moved(factor):
     r = rates(4, World(eager=factor))
-    assert r["speed"].get(stats.FAIL, 0) == 0, r["speed"]
+    assert r["speed"].get(FAIL, 0) == 0, r["speed"]
     moved = [v for v, _ in r["messages"] if abs(v.details["eager_change"]) > math.log1p(0.03)]
     assert len(moved) > TRIALS / 2, "eager moving 30% should be seen in most sessions"
     assert all("; eager moved (" in v.message for v in moved), \
@@ -220,34 +220,34 @@ def test_eager_alone_moving_30_percent_never_fails_and_says_eager_moved(factor):
 
 def test_everything_ten_percent_slower_on_the_same_software_warns_whole_machine_slower():
     r = rates(5, World(host=1.10, gpu=1.10))
-    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
-    assert share(r["messages"], 1, stats.WARN, "the whole machine is slower") >= 0.95, r["stack"]
+    assert r["speed"].get(FAIL, 0) <= 0.01, r["speed"]
+    assert share(r["messages"], 1, WARN, "the whole machine is slower") >= 0.95, r["stack"]
 
 
 @pytest.mark.parametrize("world", [World(gpu=1.10), World(host=1.10)], ids=["gpu-clocks", "host-cpu"])
 def test_a_slower_gpu_or_host_alone_is_not_a_speed_failure(world):
     r = rates(6, world)
-    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
-    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]
+    assert r["speed"].get(FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(FAIL, 0) == 0, r["stack"]
 
 
 def test_everything_ten_percent_slower_after_a_library_update_fails_naming_it():
     r = rates(7, World(eager=1.10, variant=1.10), changes=TORCH_UPDATE)
-    named = sum(any(v.status == stats.FAIL and "torch 2.11.0 → 2.12.0" in v.message for v in pair)
+    named = sum(any(v.status == FAIL and "torch 2.11.0 → 2.12.0" in v.message for v in pair)
                 for pair in r["messages"]) / TRIALS
     assert named >= 0.95, (r["speed"], r["stack"])
     # The stack verdict is the one that names it as the suspect of a whole-stack slowdown.
-    assert share(r["messages"], 1, stats.FAIL, "suspects: torch 2.11.0 → 2.12.0") >= 0.90, r["stack"]
+    assert share(r["messages"], 1, FAIL, "suspects: torch 2.11.0 → 2.12.0") >= 0.90, r["stack"]
 
 
 def test_a_variant_improved_by_20_percent_passes_and_says_the_baseline_is_stale():
     r = rates(8, World(variant=0.80))
-    assert share(r["messages"], 0, stats.PASS, "which is stale") >= 0.99, r["speed"]
+    assert share(r["messages"], 0, PASS, "which is stale") >= 0.99, r["speed"]
 
 
 def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
     r = rates(9, World(), changes=("fluxperf commit 1111111111 → 2222222222",))
-    assert r["stack"].get(stats.FAIL, 0) <= 0.01, r["stack"]
+    assert r["stack"].get(FAIL, 0) <= 0.01, r["stack"]
 
 
 # ----- another process on the GPU: its kernels in bursts of a few ms, 10-30% of the time -------------------------
@@ -255,10 +255,10 @@ def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
 @pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
 def test_a_neighbour_on_the_gpu_fails_at_most_one_percent_and_is_named(duty):
     r = rates(21, World(neighbour=duty))
-    assert r["speed"].get(stats.FAIL, 0) <= 0.01, r["speed"]
-    assert r["stack"].get(stats.FAIL, 0) == 0, r["stack"]
+    assert r["speed"].get(FAIL, 0) <= 0.01, r["speed"]
+    assert r["stack"].get(FAIL, 0) == 0, r["stack"]
     # Whatever is not a PASS names the sharing with its numbers.
-    unsure = [v for v, _ in r["messages"] if v.status != stats.PASS]
+    unsure = [v for v, _ in r["messages"] if v.status != PASS]
     assert all("the machine was shared: another process kept the GPU busy" in v.message for v in unsure), \
         next(v.message for v in unsure if "the machine was shared" not in v.message)
 
@@ -266,16 +266,16 @@ def test_a_neighbour_on_the_gpu_fails_at_most_one_percent_and_is_named(duty):
 @pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
 def test_a_real_regression_beside_a_neighbour_never_passes(duty):
     r = rates(22, World(neighbour=duty, variant=1.15))
-    assert r["speed"].get(stats.PASS, 0) == 0, r["speed"]
-    inconclusive = [v for v, _ in r["messages"] if v.status == stats.INCONCLUSIVE]
+    assert r["speed"].get(PASS, 0) == 0, r["speed"]
+    inconclusive = [v for v, _ in r["messages"] if v.status == INCONCLUSIVE]
     assert all(v.details.get("shared") and "not judged" in v.message for v in inconclusive), r["speed"]
-    assert set(r["speed"]) <= {stats.FAIL, stats.INCONCLUSIVE}, r["speed"]
+    assert set(r["speed"]) <= {FAIL, INCONCLUSIVE}, r["speed"]
 
 
 def test_a_regression_far_beyond_what_the_neighbour_explains_still_fails():
     r = rates(23, World(neighbour=0.1, variant=1.5))
-    assert r["speed"].get(stats.FAIL, 0) >= 0.95, r["speed"]
-    assert share(r["messages"], 0, stats.FAIL, "regressed beyond what the sharing explains") >= 0.95
+    assert r["speed"].get(FAIL, 0) >= 0.95, r["speed"]
+    assert share(r["messages"], 0, FAIL, "regressed beyond what the sharing explains") >= 0.95
 
 
 # ----- a host-bound variant (a cache without compile, 67% busy) beside a host-bound eager --------------------------
@@ -284,13 +284,13 @@ def test_host_bound_every_pipeline_slower_where_no_probe_looks_is_not_blamed_on_
     """Another process taking the CPU in turns makes every call 50% slower and no probe sample: eager takes the
     blame, as the variant slowed no more than eager did."""
     r = rates(31, World(eager=1.5, variant=1.5), "host")
-    assert r["speed"].get(stats.FAIL, 0) <= 0.025, r["speed"]   # a 95% interval's one-sided 2.5%
-    assert share(r["messages"], 0, stats.WARN, "not fast alone") >= 0.95, r["speed"]
+    assert r["speed"].get(FAIL, 0) <= 0.025, r["speed"]   # a 95% interval's one-sided 2.5%
+    assert share(r["messages"], 0, WARN, "not fast alone") >= 0.95, r["speed"]
 
 
 def test_host_bound_variant_alone_50_percent_slower_still_fails():
     r = rates(32, World(variant=1.5), "host")
-    assert r["speed"].get(stats.FAIL, 0) >= 0.90, r["speed"]
+    assert r["speed"].get(FAIL, 0) >= 0.90, r["speed"]
 
 
 def test_the_recorded_shared_cpu_session_is_blamed_on_the_host():
@@ -298,23 +298,22 @@ def test_the_recorded_shared_cpu_session_is_blamed_on_the_host():
     ran 2.2x slower (lower quartiles), eager's too, and the host probe's median moved -4%, so it read +130% net of
     the machine, past the 50% tolerance."""
     data = json.loads((Path(__file__).parents[1] / "data" / "cpu_shared_session.json").read_text())
-    base, now = stats.Run.from_entry(data["baseline"]), stats.Run.from_entry(data["session"])
-    v = stats.judge_speed("twin", now, base, data["baseline"]["speedup"], data["tolerance"], CTX,
-                          data["eager_bound"], final=True)
+    base, now = (Result.from_json(data[k], version=2).timings for k in ("baseline", "session"))
+    v = verdicts.judge_speed("twin", now, base, data["tolerance"], CTX, data["eager_bound"], final=True)
     assert v.details["slowdown"] > math.log1p(data["tolerance"]), v.message
-    assert v.status == stats.WARN and "the host is slower than its probe shows" in v.message, v.message
+    assert v.status == WARN and "the host is slower than its probe shows" in v.message, v.message
     # The same timings with the variant 3x slower in every call: now it did slow more than eager.
-    slowed = replace(now, variant_s=[3 * x for x in now.variant_s])
-    v = stats.judge_speed("twin", slowed, base, data["baseline"]["speedup"], data["tolerance"], CTX,
-                          data["eager_bound"], final=True)
-    assert v.status == stats.FAIL, v.message
+    slowed = replace(now, samples_s=[3 * x for x in now.samples_s])
+    v = verdicts.judge_speed("twin", slowed, base, data["tolerance"], CTX, data["eager_bound"], final=True)
+    assert v.status == FAIL, v.message
 
 
 # ----- the parts of the rule, one at a time ------------------------------------------------------------------------
 
 def _run(samples, busy=0.94, bound="gpu", probe_scale=1.0):
     probe = {k: [v * probe_scale] * len(samples) for k, v in PROBE_S.items()}
-    return stats.Run(list(samples), [EAGER_S] * len(samples), probe, probe, True, bound, busy)
+    return Timings(samples_s=list(samples), eager_samples_s=[EAGER_S] * len(samples), probe=probe, eager_probe=probe,
+                   recorded={"bound": bound, "gpu_busy": busy})
 
 
 def test_a_disturbed_stretch_moves_the_lower_quartile_far_less_than_the_median_or_a_trimmed_mean():
@@ -332,33 +331,36 @@ def test_at_the_round_cap_an_estimate_beyond_the_tolerance_fails_only_if_its_int
     base = _run(1.23 * np.exp(np.random.default_rng(12).normal(0, 0.01, 20)))
     narrow = _run(1.23 * 1.04 * np.exp(np.random.default_rng(18).normal(0, 0.04, 40)))
     wide = _run(1.23 * 1.10 * np.exp(np.random.default_rng(13).normal(0, 0.15, 40)))
-    for run, final, status in ((narrow, False, stats.INCONCLUSIVE), (narrow, True, stats.FAIL),
-                               (wide, True, stats.INCONCLUSIVE)):
-        v = stats.judge_speed("fast", run, base, 2.0, 0.03, CTX, final=final)
+    for run, final, status in ((narrow, False, INCONCLUSIVE), (narrow, True, FAIL),
+                               (wide, True, INCONCLUSIVE)):
+        v = verdicts.judge_speed("fast", run, base, 0.03, CTX, final=final)
         assert v.details["ci"][0] < math.log1p(0.03) < v.details["slowdown"], v.message
         assert v.status == status, v.message
-    assert "still reaches below the tolerance" in stats.judge_speed("fast", narrow, base, 2.0, 0.03, CTX,
-                                                                    final=True).message
+    assert "still reaches below the tolerance" in verdicts.judge_speed("fast", narrow, base, 0.03, CTX,
+                                                                       final=True).message
 
 
 def test_a_failure_on_the_first_rounds_is_confirmed_with_as_many_rounds_again():
     class Disturbed(Session):
         """The whole first set of rounds disturbed, nothing after it."""
+        variant_calls = 0
+
         def _call(self, eager):
-            super()._call(eager)
-            if not eager and len(self.result.variant_s) <= ROUNDS:
-                self.result.variant_s[-1] *= 1.25
+            call = super()._call(eager)
+            if eager:
+                return call
+            self.variant_calls += 1
+            return replace(call, wall_s=call.wall_s * 1.25) if self.variant_calls <= ROUNDS else call
 
     rng = np.random.default_rng(15)
     entry = record_baseline(rng)
     session = Disturbed(rng, World())
-    session.more_rounds(ROUNDS)
-    first = stats.judge_speed("fast", session.result.run(), stats.Run.from_entry(entry), entry["speedup"],
-                              entry["tolerance"]["speed"], CTX)
-    assert first.status == stats.FAIL, first.message
-    verdict = verdicts.speed(session, entry, CTX, ROUNDS, MAX_ROUNDS)
-    assert len(session.result.variant_s) >= 2 * ROUNDS
-    assert verdict.status != stats.FAIL, verdict.message
+    timings = session.more_rounds(ROUNDS, 0)
+    first = verdicts.judge_speed("fast", timings, entry.result.timings, entry.tolerance["speed"], CTX)
+    assert first.status == FAIL, first.message
+    verdict, timings = verdicts.speed("fast", timings, entry, CTX, ROUNDS, MAX_ROUNDS, "unknown", session.more_rounds)
+    assert len(timings.samples_s) >= 2 * ROUNDS
+    assert verdict.status != FAIL, verdict.message
 
 
 def test_a_gpu_bound_pipeline_follows_the_host_for_the_share_of_a_call_its_gpu_waits():
@@ -368,8 +370,8 @@ def test_a_gpu_bound_pipeline_follows_the_host_for_the_share_of_a_call_its_gpu_w
     now = replace(now, probe={**now.probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20},
                   eager_probe={**now.eager_probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20})
     assert stats.host_share(now, base) == pytest.approx(0.16)   # the busier session's
-    stat, what = stats.own_change(now, base, stats.machine_change(now.all_probe, base.all_probe))
-    assert "16% weight on the host probe" in what
+    stat = stats.own_change(now, base, stats.machine_change(now.all_probe, base.all_probe))
+    assert "16% weight on the host probe" in messages.method(base.bound, stats.host_share(now, base))
     # Predicted +0.16 × log 1.3 ≈ +4.3%; the pipeline moved +6% (a 20% share): net about +1.6%, not +6%.
     assert 0.01 < stat.value < 0.025, stat.value
 
@@ -377,17 +379,17 @@ def test_a_gpu_bound_pipeline_follows_the_host_for_the_share_of_a_call_its_gpu_w
 def test_the_recorded_h200_sessions_judge_as_they_should():
     """The rule on real timings: a 10% pause on compile and pruna_cache_compile fails; unmodified doesn't."""
     data = json.loads((Path(__file__).parents[1] / "data" / "h200_sessions.json").read_text())
-    base = json.loads((Path(__file__).parents[2] / data["baseline"]).read_text())["variants"]
+    base = baselines.load(Path(__file__).parents[2] / data["baseline"])
     for session, variants in data["sessions"].items():
         for name in ("compile", "pruna_cache_compile"):
-            entry = base[name]
-            v = stats.judge_speed(name, stats.Run.from_entry(variants[name]), stats.Run.from_entry(entry),
-                                  entry["speedup"], entry["tolerance"]["speed"], CTX, "host",
-                                  final=len(variants[name]["samples_s"]) >= MAX_ROUNDS)
+            entry = baselines.entry(base, name)
+            now = Result.from_json(variants[name], version=2).timings
+            v = verdicts.judge_speed(name, now, entry.result.timings, entry.tolerance["speed"], CTX, "host",
+                                     final=len(now.samples_s) >= MAX_ROUNDS)
             if session == "slow":
-                assert v.status == stats.FAIL, v.message
+                assert v.status == FAIL, v.message
             else:
-                assert v.status != stats.FAIL, v.message
+                assert v.status != FAIL, v.message
 
 
 ROWS = (("nothing changed", World(), ()), ("the variant alone 10% slower", World(variant=1.10), ()),

@@ -1,0 +1,75 @@
+"""context_parallel end to end: the real suite under torchrun on CPU over gloo, and without torchrun."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.sessions import REPO
+
+pytest_plugins = ["pytester"]
+
+PARAMS = {"cp_mode": "ulysses", "cp_degree": 2}
+
+
+def torchrun(tmp_path, *args, nproc=2):
+    """The real suite under torchrun on the tiny model on CPU; returns the process and results.json."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
+           "-m", "pytest", "fluxperf/suite", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
+           "--fluxperf-width=64", "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=2",
+           "--fluxperf-max-rounds=2", "--fluxperf-lpips-random-backbone", f"--fluxperf-report-dir={tmp_path}",
+           f"--fluxperf-cache-dir={tmp_path / 'cache'}", f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
+           "-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-rs", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    results = tmp_path / "results.json"
+    return proc, json.loads(results.read_text()) if results.exists() else None
+
+
+def test_context_parallel_under_torchrun_matches_eager(tmp_path):
+    proc, results = torchrun(tmp_path, "--fluxperf-variants=context_parallel")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    run = results["variants"]["context_parallel"]
+    assert run["status"] == "measured" and run["params"] == PARAMS
+    # The attention of each image was split over two processes: rank 1 made every call with rank 0
+    # (a rank that skipped one would leave the other waiting in its collectives).
+    calls = int(re.search(r"\[fluxperf rank 1\] done: (\d+) calls made", out).group(1))
+    # warm-up call, warm-up rounds, timed rounds, the counted call (roofline), quality images, benchmark
+    assert calls == 1 + 2 + 2 + 1 + 2 + 3
+    # Both ranks' transformers were split, as diffusers itself reports it.
+    for me in ("[fluxperf] context_parallel", "[fluxperf rank 1] context_parallel"):
+        assert f"{me}: attention split: ulysses_degree=2 ring_degree=1" in out, me
+    # Ulysses attention computes the same attention, head by head: in float32 the image is eager's.
+    assert run["quality"]["scores"]["psnr_db"]["worst"] > 60
+    assert run["quality"]["scores"]["ssim"]["worst"] > 0.9999
+    # The split transformer is the harness's copy: eager keeps its own modules, and the two alternate round by round.
+    timings = run["timings"]
+    assert timings["design"] == "paired" and len(timings["eager_samples_s"]) == len(timings["samples_s"]) >= 2
+
+
+def test_without_torchrun_context_parallel_skips_before_timing_anything(suite, pytester):
+    result = suite("--fluxperf-variants=context_parallel", "-rs", inprocess=True)
+    result.assert_outcomes(passed=3, skipped=12)  # eager runs; its stack and memory checks and every
+    # context_parallel test skip (10 of them, test_fidelity_holds included)
+    assert "run torchrun --nproc-per-node 2 -m pytest -m gpu" in result.stdout.str()
+    run = json.loads((pytester.path / "reports" / "results.json").read_text())["variants"]["context_parallel"]
+    assert run["status"] == "skipped" and run["timings"]["eager_samples_s"] == []
+
+
+def test_torchrun_and_xdist_together_are_a_usage_error(suite, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = suite("-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "torchrun and pytest-xdist don't mix" in result.stderr.str()
+
+
+def test_a_bad_cp_param_is_a_usage_error(suite):
+    result = suite("--fluxperf-variants=context_parallel", "--fluxperf-param=cp_mode=rings", inprocess=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--fluxperf-param: cp_mode must be one of ulysses, ring, got 'rings'" in result.stderr.str()
