@@ -9,7 +9,7 @@ ARGS   ?=
 CONSTRAINTS ?=
 PIP_CONSTRAINTS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: venv pruna bench test wheelhouse install-offline clean
+.PHONY: venv pruna bench lint test wheelhouse install-offline clean
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,13 @@ bench: venv pruna
 		echo "+ pytest -m gpu $(CPU_SMOKE) $(ARGS)"; $(BIN)/pytest -m gpu $(CPU_SMOKE) $(ARGS); \
 	fi
 
+# ruff's lint and format check (configured in pyproject.toml), before the tests.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # pytest exits 5 when a selection matches no tests (e.g. ARGS="-k nothing"): not a failure.
-test: venv pruna
+test: venv pruna lint
 	$(BIN)/pytest -m "not gpu" $(ARGS) || [ $$? -eq 5 ]
 
 # Offline install for GPU hosts without internet that already have torch: wheels of every non-torch

@@ -217,7 +217,7 @@ def compare_table(old: dict | None, new: dict, name: str) -> str:
         for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb"):
             a, b = before.get(field), entry["timings"].get(field)
             change = f"{(b / a - 1):+.1%}" if a and b else "new" if b is not None and a is None else ""
-            fmt = (lambda x: "–" if x is None else f"{x:.3f}")  # noqa: E731
+            fmt = (lambda x: "–" if x is None else f"{x:.3f}")
             rows.append(f"| {variant} | {field} | {fmt(a)} | {fmt(b)} | {change} |")
     return "\n".join(rows) + "\n"
 

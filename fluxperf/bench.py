@@ -13,8 +13,19 @@ from pathlib import Path
 
 import torch
 
-from fluxperf import baselines, environment, fidelity, messages, pipelines, protocol, quality, roofline, timing
-from fluxperf import variants, watchdog
+from fluxperf import (
+    baselines,
+    environment,
+    fidelity,
+    messages,
+    pipelines,
+    protocol,
+    quality,
+    roofline,
+    timing,
+    variants,
+    watchdog,
+)
 from fluxperf.models import build_pipeline, max_sequence_length
 from fluxperf.options import Settings
 from fluxperf.progress import Progress

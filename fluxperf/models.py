@@ -152,8 +152,12 @@ def _synthetic_modules(progress: Progress) -> tuple:
 
 def _pretrained(scenario: Scenario, progress: Progress):
     from diffusers import FluxPipeline
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     source = os.path.expanduser(scenario.model)
     where = "local directory" if os.path.isdir(source) else "Hugging Face repo"

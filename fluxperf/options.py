@@ -260,7 +260,7 @@ def _params(opt, chosen: list[str]) -> dict:
 
 def resolve(config, worker: str | None = None) -> Settings:
     """Read and validate every option once. Only device=auto imports torch (to ask for CUDA)."""
-    opt = lambda name: config.getoption(f"fluxperf_{name}")  # noqa: E731
+    opt = lambda name: config.getoption(f"fluxperf_{name}")
     device = _device(config, opt, worker)
     model = opt("model") or os.environ.get("FLUXPERF_MODEL") or ("tiny" if device == "cpu" else DEFAULT_HUB_MODEL)
     check_model_folder(model)

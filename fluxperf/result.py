@@ -256,7 +256,7 @@ class Score:
 
     @classmethod
     def from_json(cls, metric: str, data: dict) -> Score:
-        read = lambda v: metrics.from_json(metric, v)  # noqa: E731
+        read = lambda v: metrics.from_json(metric, v)
         values = data.get("values")
         return cls(None if values is None else [read(v) for v in values], read(data.get("mean")),
                    read(data.get("worst")), data.get("worst_item"), data.get("backbone"))

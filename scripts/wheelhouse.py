@@ -5,8 +5,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 # The GPU host already has these (its own CUDA build of torch and what comes with it): downloading
 # them would fetch gigabytes and could replace the host's build.

@@ -29,9 +29,9 @@ names the tunables to set elsewhere (on the CPU: `best_cached_attention=default`
 been measured on a GPU by this project yet.
 """
 
-from fluxperf.variants import register
 from fluxperf.variants import ao_fp8_compile as fp8
 from fluxperf.variants import magcache_compile as magcache
+from fluxperf.variants import register
 from fluxperf.variants.best_exact import apply_pieces, check_pieces, inductor_options, piece_params
 from fluxperf.variants.fbcache_compile import compile_blocks_under_hooks
 

@@ -90,7 +90,7 @@ def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_
     single_base = json.loads(next((root / "baselines" / "cpu").glob("*.json")).read_text())
     assert files[0].name == next((root / "baselines" / "cpu").glob("*.json")).name
     assert set(spread_base["variants"]) == {"eager", "twin", "half_denoised"}
-    untimed = lambda base: {n: _untimed(e) for n, e in base["variants"].items()}  # noqa: E731
+    untimed = lambda base: {n: _untimed(e) for n, e in base["variants"].items()}
     assert untimed(spread_base) == untimed(single_base) and spread_base["key"] == single_base["key"]
     assert spread_base["variants"]["twin"]["timings"]["rounds"] == 20
 

@@ -165,7 +165,7 @@ def test_merging_recordings_takes_the_median_of_each_metric_and_pools_the_sample
     recordings = [_recording(1.30, 0.92, 0.990), _recording(1.50, 0.80, 0.999), _recording(1.31, 0.91, 0.995)]
     merged = baselines.merge_recordings(recordings)
     entry = merged["variants"]["compile"]
-    timings = lambda r: r["variants"]["compile"]["timings"]  # noqa: E731
+    timings = lambda r: r["variants"]["compile"]["timings"]
     assert entry["timings"]["speedup"] == 1.31 and entry["timings"]["latency_s"] == 0.91
     # Pooled, the samples carry the spread between the sessions.
     assert entry["timings"]["samples_s"] == [x for r in recordings for x in timings(r)["samples_s"]]

@@ -9,10 +9,9 @@ import sys
 import pytest
 import torch
 
-from fluxperf import pipelines
+from fluxperf import pipelines, quality
 from fluxperf.models import build_pipeline
 from fluxperf.progress import Progress
-from fluxperf import quality
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, get
 

@@ -10,10 +10,9 @@ import sys
 import pytest
 import torch
 
-from fluxperf import pipelines
-from fluxperf.pipelines import share_modules
-from fluxperf import quality
+from fluxperf import pipelines, quality
 from fluxperf.models import build_pipeline
+from fluxperf.pipelines import share_modules
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, Unavailable, get
 
