@@ -39,6 +39,7 @@ class BaselineError(Exception):
 @dataclass(frozen=True)
 class Entry:
     """A variant's baseline: its result as recorded, and the tolerances a person may edit."""
+
     result: Result
     tolerance: dict
 
@@ -63,8 +64,9 @@ def _check_tolerance(tol) -> None:
     unknown = sorted(set(tol) - set(DEFAULT_TOLERANCE))
     if unknown:
         # A mistyped key (speedup for speed) would otherwise be kept and silently do nothing.
-        raise SchemaError(f"tolerance.{unknown[0]}",
-                          f"unknown tolerance; the known ones are {', '.join(DEFAULT_TOLERANCE)}")
+        raise SchemaError(
+            f"tolerance.{unknown[0]}", f"unknown tolerance; the known ones are {', '.join(DEFAULT_TOLERANCE)}"
+        )
     for field in DEFAULT_TOLERANCE:
         if field not in tol:
             raise SchemaError(f"tolerance.{field}", "missing")
@@ -93,11 +95,18 @@ def _version(data, path: Path) -> int:
         raise BaselineError(path, "(top level)", "expected a JSON object")
     version = data.get("schema_version")
     if version == 1:
-        raise BaselineError(path, "schema_version", "version 1 was recorded without the machine probe and the "
-                                                    "per-round samples that the speed rule now compares")
+        raise BaselineError(
+            path,
+            "schema_version",
+            "version 1 was recorded without the machine probe and the "
+            "per-round samples that the speed rule now compares",
+        )
     if version not in results.READS:
-        raise BaselineError(path, "schema_version", f"unknown schema version {version!r}; this fluxperf reads "
-                                                    f"{' and '.join(map(str, results.READS))}")
+        raise BaselineError(
+            path,
+            "schema_version",
+            f"unknown schema version {version!r}; this fluxperf reads {' and '.join(map(str, results.READS))}",
+        )
     return version
 
 
@@ -125,8 +134,9 @@ def load(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise BaselineError(path, "(file)", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
-            from None
+        raise BaselineError(
+            path, "(file)", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     return validate(data, path)
 
 
@@ -135,8 +145,11 @@ def check_key(data: dict, expected: dict, path: Path) -> None:
     for field, want in expected.items():
         have = data["key"].get(field)
         if have != want:
-            raise BaselineError(path, f"key.{field}", f"recorded for {have!r}, this run is {want!r}; "
-                                                      "this file belongs to another GPU, model or scenario")
+            raise BaselineError(
+                path,
+                f"key.{field}",
+                f"recorded for {have!r}, this run is {want!r}; this file belongs to another GPU, model or scenario",
+            )
 
 
 def dumps(data: dict) -> str:
@@ -168,8 +181,14 @@ def updated(old: dict | None, key: dict, environment: dict, recorded_utc: str, m
         previous = variants.get(name, {}).get("tolerance", {})
         bound = entry.get("timings", {}).get("bound", "unknown")
         variants[name] = {**entry, "tolerance": {**default_tolerance(bound), **previous}}
-    return {"schema_version": SCHEMA_VERSION, "key": key, "environment": environment,
-            "commit": environment.get("commit"), "recorded_utc": recorded_utc, "variants": variants}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "environment": environment,
+        "commit": environment.get("commit"),
+        "recorded_utc": recorded_utc,
+        "variants": variants,
+    }
 
 
 def _median(values):
@@ -217,7 +236,7 @@ def compare_table(old: dict | None, new: dict, name: str) -> str:
         for field in ("speedup", "latency_s", "eager_latency_s", "peak_mem_gb"):
             a, b = before.get(field), entry["timings"].get(field)
             change = f"{(b / a - 1):+.1%}" if a and b else "new" if b is not None and a is None else ""
-            fmt = (lambda x: "–" if x is None else f"{x:.3f}")
+            fmt = lambda x: "–" if x is None else f"{x:.3f}"
             rows.append(f"| {variant} | {field} | {fmt(a)} | {fmt(b)} | {change} |")
     return "\n".join(rows) + "\n"
 

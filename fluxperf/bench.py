@@ -45,8 +45,9 @@ class Live:
     def more_rounds(self, k: int, start: int) -> Timings:
         """k more paired rounds numbered from `start`, as new Timings (verdicts.speed's hook)."""
         items = self.bench.scenario.items
-        timings, images = self.bench.timer.rounds({True: self.eager_pipe, False: self.pipe}, items,
-                                                  protocol.paired(start, k, len(items)), self.result.name)
+        timings, images = self.bench.timer.rounds(
+            {True: self.eager_pipe, False: self.pipe}, items, protocol.paired(start, k, len(items)), self.result.name
+        )
         for item, image in images.items():
             self.result.timed_images.setdefault(item, image)
         return timings
@@ -66,7 +67,7 @@ class Bench:
         self.determinism: dict | None = None
         self.scorer = quality.Scorer(settings.lpips_random_backbone, self.device)
         self.timer = protocol.Timer(self.device, self.render, self.call_limit, self.progress.say)
-        self.reference_images: torch.Tensor | None = None   # eager's, once a variant needed them
+        self.reference_images: torch.Tensor | None = None  # eager's, once a variant needed them
         self._base = self._pipeline = self._fidelity = None  # _pipeline: as built, what variants get copies of
         self._latents: dict[int, torch.Tensor] = {}
         self._text_tokens = 512
@@ -161,8 +162,15 @@ class Bench:
         """Build, warm up, time and render one variant. Raises what the build raised; the result records it."""
         variant = variants.get(name)
         params = {k: self.settings.params.get(k, default) for k, default in variant.params.items()}
-        result = self.results[name] = Result(name, worker=self.worker, timed=variant.timed, lossless=variant.lossless,
-                                             adaptive=variant.adaptive, libraries=variant.libraries, params=params)
+        result = self.results[name] = Result(
+            name,
+            worker=self.worker,
+            timed=variant.timed,
+            lossless=variant.lossless,
+            adaptive=variant.adaptive,
+            libraries=variant.libraries,
+            params=params,
+        )
         live = Live(self, result)
         try:
             if variant.check is not None:
@@ -219,13 +227,21 @@ class _Measurement:
         timing.reset_peak(b.device)
         # The build and its warm-up call (where torch.compile compiles) share one limit: a build that never ends
         # costs this variant, not the session.
-        limit = watchdog.limit(b.settings.build_timeout_s, f"{name}'s build and warm-up call",
-                               "--fluxperf-build-timeout")
+        limit = watchdog.limit(
+            b.settings.build_timeout_s, f"{name}'s build and warm-up call", "--fluxperf-build-timeout"
+        )
         with self.progress.step(f"building {name}", key="build_s"), limit:
-            params = {**self.result.params, "cache_dir": b.settings.cache_dir / "artifacts" / name,
-                      "progress": self.progress, "parallel": b.parallel}
-            pipe = self.live.eager_pipe if name == "eager" else \
-                self.variant.build(pipelines.share_modules(source), b.scenario, params)
+            params = {
+                **self.result.params,
+                "cache_dir": b.settings.cache_dir / "artifacts" / name,
+                "progress": self.progress,
+                "parallel": b.parallel,
+            }
+            pipe = (
+                self.live.eager_pipe
+                if name == "eager"
+                else self.variant.build(pipelines.share_modules(source), b.scenario, params)
+            )
             with self.progress.step("warm-up call (compilation and autotuning happen here)"):
                 b.render(pipe, self.items[0])
         self.live.pipe = pipe
@@ -241,8 +257,7 @@ class _Measurement:
         result.timings.kernel_s = timing.kernel_seconds(lambda: b.render(pipe, first), b.device)
         result.timings.work = roofline.count(lambda: b.render(pipe, first), pipe, b.scenario.steps)
         if self.name == "eager":
-            b.determinism = quality.determinism(b.reference(), result.timed_images, self.items,
-                                                DETERMINISM_MIN_PSNR_DB)
+            b.determinism = quality.determinism(b.reference(), result.timed_images, self.items, DETERMINISM_MIN_PSNR_DB)
             return
         result.images = b.render_all(pipe, self.name, "images for quality")
         result.quality.scores, result.quality.errors = b.scorer.score(reference, result.images, self.items)
@@ -313,8 +328,9 @@ def close(pipe) -> None:
 def reference_cache(cache_dir: Path, key: dict, env: dict, slug: str) -> Path:
     """Where eager's images for a scenario are kept: by its baseline key, the libraries that render them and CUDA."""
     versions = {k: env["versions"].get(k) for k in ("torch", "diffusers", "transformers")}
-    digest = hashlib.sha256(json.dumps({"scenario": key, "versions": versions, "cuda": env["cuda"]},
-                                       sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps({"scenario": key, "versions": versions, "cuda": env["cuda"]}, sort_keys=True).encode()
+    ).hexdigest()[:16]
     return Path(cache_dir) / "reference" / env["gpu_slug"] / f"{slug}-{digest}.pt"
 
 

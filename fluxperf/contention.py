@@ -135,8 +135,10 @@ class _Nvml:
         return sum(p.pid != ours for p in procs) - (0 if any(p.pid == ours for p in procs) else 1)
 
     def clock_events(self) -> int | None:
-        get = getattr(self.nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-            self.nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        get = (
+            getattr(self.nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or self.nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         try:
             return int(get(self.handle))
         except self.nv.NVMLError:
@@ -146,6 +148,7 @@ class _Nvml:
 @dataclass
 class Reading:
     """What shared the machine around one timed call."""
+
     gpu_other_busy: float | None = None
     gpu_other_procs: int | None = None
     clock_events: list | None = None
@@ -195,8 +198,9 @@ class Sensor:
                 mask = events_before | now
                 events = [name for bit, name in CLOCK_EVENTS.items() if mask & bit]
         wait = host_after[1] - host_before[1] if host_before and host_after else None
-        pressure = pressure_after - pressure_before if pressure_before is not None and \
-            pressure_after is not None else None
+        pressure = (
+            pressure_after - pressure_before if pressure_before is not None and pressure_after is not None else None
+        )
         return Reading(quiet_busy, self.nvml.other_procs() if self.nvml else None, events, wait, pressure)
 
 
@@ -224,6 +228,7 @@ class Sharing:
     other processes the calls would have taken at least that share less (capped at 95%, threads' waits add up);
     procs: the most other compute processes listed on the GPU; clocks: clock event reasons seen.
     """
+
     gpu_busy: float | None = None
     host_wait: float | None = None
     procs: int | None = None

@@ -13,8 +13,19 @@ import torch
 from fluxperf.scenario import slugify
 
 # Libraries whose version can change a variant's speed or images; absent ones are recorded as null.
-LIBRARIES = ("torch", "diffusers", "transformers", "triton", "pruna", "nvidia-modelopt", "tensorrt", "torchao",
-             "lpips", "torchmetrics", "fluxperf")
+LIBRARIES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "triton",
+    "pruna",
+    "nvidia-modelopt",
+    "tensorrt",
+    "torchao",
+    "lpips",
+    "torchmetrics",
+    "fluxperf",
+)
 
 
 def device_name(device: str) -> str:

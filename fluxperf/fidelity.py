@@ -60,7 +60,7 @@ K = 2.0
 # ULPs, and compile on CPU landed 8-10 times past it (tiny model, 1.2-1.4e-6 against eager's 1.4-1.7e-7) with
 # nothing wrong. 64 ULPs (7.6e-6) leaves five times that; a bf16 session's floor (1e-3 and up) is far above it,
 # and a real bug (a skipped block, a wrong guidance) moves the output by 1e-2 and more.
-MIN_FLOOR = 64 * 2.0 ** -23
+MIN_FLOOR = 64 * 2.0**-23
 
 # The reference's dtype for each session dtype: one step up, enough to make eager's own error the whole difference.
 REFERENCE_DTYPE = {torch.bfloat16: torch.float32, torch.float16: torch.float32, torch.float32: torch.float64}
@@ -69,6 +69,7 @@ Progress = Callable[[str], None]
 
 
 # ----- capturing eager's trajectory -------------------------------------------------------------------------------
+
 
 @dataclass
 class Trajectory:
@@ -112,8 +113,14 @@ def _tensors(obj):
 def _snapshot(obj, previous):
     """A detached copy of a call's inputs; a tensor equal to the previous step's is that step's object, not a copy."""
     if isinstance(obj, torch.Tensor):
-        if (isinstance(previous, torch.Tensor) and previous.shape == obj.shape and previous.dtype == obj.dtype
-                and previous.device == obj.device and previous.stride() == obj.stride() and torch.equal(previous, obj)):
+        if (
+            isinstance(previous, torch.Tensor)
+            and previous.shape == obj.shape
+            and previous.dtype == obj.dtype
+            and previous.device == obj.device
+            and previous.stride() == obj.stride()
+            and torch.equal(previous, obj)
+        ):
             return previous
         # clone() keeps the strides of a dense tensor: a compiled variant called with these inputs sees the layout it
         # was compiled for, and doesn't recompile.
@@ -159,8 +166,10 @@ def capture(pipe, render: Callable[[Any], Any]) -> Trajectory:
     def after(module, args, kwargs, out):
         traj.outputs.append(output_tensor(out).detach().clone())
 
-    handles = [transformer.register_forward_pre_hook(before, with_kwargs=True),
-               transformer.register_forward_hook(after, with_kwargs=True)]
+    handles = [
+        transformer.register_forward_pre_hook(before, with_kwargs=True),
+        transformer.register_forward_hook(after, with_kwargs=True),
+    ]
     try:
         render(pipe)
     finally:
@@ -172,6 +181,7 @@ def capture(pipe, render: Callable[[Any], Any]) -> Trajectory:
 
 
 # ----- the noise floor: eager against its own upcast computation ---------------------------------------------------
+
 
 def _coarser(t: torch.Tensor, dtype: torch.dtype) -> bool:
     """A floating tensor less precise than `dtype`: upcast it; never round a more precise one down."""
@@ -236,8 +246,12 @@ def _exact_float32():
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
-def reference_outputs(trajectory: Trajectory, transformer: torch.nn.Module, dtype: torch.dtype | None = None,
-                      progress: Progress | None = None) -> list[torch.Tensor]:
+def reference_outputs(
+    trajectory: Trajectory,
+    transformer: torch.nn.Module,
+    dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> list[torch.Tensor]:
     """Eager's transformer on each step's recorded inputs, computed in `dtype` (default: REFERENCE_DTYPE)."""
     low = trajectory.dtype
     dtype = dtype or REFERENCE_DTYPE.get(low)
@@ -281,16 +295,26 @@ class Floor:
 
     @property
     def method(self) -> str:
-        return (f"eager's own rounding error: the same inputs through eager's transformer with weights and inputs "
-                f"upcast to {self.reference_dtype} (eager runs in {self.session_dtype})")
+        return (
+            f"eager's own rounding error: the same inputs through eager's transformer with weights and inputs "
+            f"upcast to {self.reference_dtype} (eager runs in {self.session_dtype})"
+        )
 
     def to_dict(self) -> dict:
-        return {"values": self.values, "reference_dtype": self.reference_dtype, "session_dtype": self.session_dtype,
-                "method": self.method}
+        return {
+            "values": self.values,
+            "reference_dtype": self.reference_dtype,
+            "session_dtype": self.session_dtype,
+            "method": self.method,
+        }
 
 
-def noise_floor(trajectory: Trajectory, transformer: torch.nn.Module, dtype: torch.dtype | None = None,
-                progress: Progress | None = None) -> Floor:
+def noise_floor(
+    trajectory: Trajectory,
+    transformer: torch.nn.Module,
+    dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> Floor:
     """floor_t = ||eager_t - ref_t|| / ||ref_t||, with ref_t from reference_outputs."""
     ref = reference_outputs(trajectory, transformer, dtype, progress)
     values = [relative_error(e, r) for e, r in zip(trajectory.outputs, ref)]
@@ -303,19 +327,21 @@ def _name(dtype: torch.dtype) -> str:
 
 # ----- comparing a variant -----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class StepError:
-    step: int               # denoising step, counted from 0 as diffusers' step callbacks count it
-    error_vs_ref: float     # ||variant - ref|| / ||ref||: the judged number, to set beside eager's floor
-    error_vs_eager: float   # ||variant - eager|| / ||eager||
+    step: int  # denoising step, counted from 0 as diffusers' step callbacks count it
+    error_vs_ref: float  # ||variant - ref|| / ||ref||: the judged number, to set beside eager's floor
+    error_vs_eager: float  # ||variant - eager|| / ||eager||
     cosine_vs_eager: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def compare(trajectory: Trajectory, transformer: Callable, floor: Floor,
-            progress: Progress | None = None) -> list[StepError]:
+def compare(
+    trajectory: Trajectory, transformer: Callable, floor: Floor, progress: Progress | None = None
+) -> list[StepError]:
     """The variant's transformer on each step's recorded inputs, against the reference's output and eager's.
 
     Each output is reduced to numbers at once and dropped: nothing is held, and a CUDA graph's output buffer, which
@@ -330,15 +356,19 @@ def compare(trajectory: Trajectory, transformer: Callable, floor: Floor,
             out = output_tensor(transformer(*trajectory.args[t], **trajectory.kwargs[t]))
             eager = trajectory.outputs[t]
             if out.shape != eager.shape:
-                raise ValueError(f"step {t}: the variant's transformer returned shape {tuple(out.shape)}, "
-                                 f"eager's {tuple(eager.shape)}")
-            steps.append(StepError(t, relative_error(out, floor.reference[t]), relative_error(out, eager),
-                                   cosine(out, eager)))
+                raise ValueError(
+                    f"step {t}: the variant's transformer returned shape {tuple(out.shape)}, "
+                    f"eager's {tuple(eager.shape)}"
+                )
+            steps.append(
+                StepError(t, relative_error(out, floor.reference[t]), relative_error(out, eager), cosine(out, eager))
+            )
             del out
     return steps
 
 
 # ----- the rule ------------------------------------------------------------------------------------------------
+
 
 def judge(steps: list[StepError], floors: list[float], k: float = K, min_floor: float = MIN_FLOOR) -> tuple[str, dict]:
     """PASS when at every step the variant's error against the reference is within k × eager's (the floor, at least
@@ -358,10 +388,15 @@ def judge(steps: list[StepError], floors: list[float], k: float = K, min_floor: 
             failing.append(row)
     finite = sorted(r["ratio"] for r in rows if math.isfinite(r["ratio"]))
     details = {
-        "k": k, "min_floor": min_floor, "steps": rows, "n_steps": len(rows), "n_failing": len(failing),
+        "k": k,
+        "min_floor": min_floor,
+        "steps": rows,
+        "n_steps": len(rows),
+        "n_failing": len(failing),
         "first_failure": failing[0] if failing else None,
         "worst": max(rows, key=lambda r: r["ratio"] if not math.isnan(r["ratio"]) else math.inf),
-        "ratio_min": finite[0] if finite else math.nan, "ratio_median": _median(finite),
+        "ratio_min": finite[0] if finite else math.nan,
+        "ratio_median": _median(finite),
         "ratio_max": finite[-1] if finite else math.nan,
     }
     return (FAIL if failing else PASS), details

@@ -33,19 +33,34 @@ def bar_chart(document: dict, results: dict, path: Path) -> bool:
         return False
     fig, ax = _pyplot().subplots(figsize=(1.6 * len(rows) + 2.5, 4.2))
     colors = ["#888888" if n == "eager" else "#c04a4a" if not r.timed else "#3b6fb6" for n, r in rows]
-    bars = ax.bar([n for n, _ in rows], [r.timings.latency_s for _, r in rows],
-                  yerr=[r.timings.latency_iqr_s / 2 for _, r in rows], color=colors, capsize=4)
+    bars = ax.bar(
+        [n for n, _ in rows],
+        [r.timings.latency_s for _, r in rows],
+        yerr=[r.timings.latency_iqr_s / 2 for _, r in rows],
+        color=colors,
+        capsize=4,
+    )
     for bar, (_, r) in zip(bars, rows):
         sp = r.timings.speedup()
         label = f"{sp.value:.2f}×" if sp else ""
         if not r.timed:
             label += "\n(quality-only)"
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                    xytext=(0, 3), textcoords="offset points", fontsize=9)
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=9,
+        )
     ax.set_ylabel("seconds per image (median)")
     sc = document["scenario"]
-    ax.set_title(f"{document['model_source']} · {document['environment']['gpu']} · {sc['height']}x{sc['width']}, "
-                 f"{sc['steps']} steps", fontsize=10)
+    ax.set_title(
+        f"{document['model_source']} · {document['environment']['gpu']} · {sc['height']}x{sc['width']}, "
+        f"{sc['steps']} steps",
+        fontsize=10,
+    )
     ax.margins(y=0.2)
     fig.tight_layout()
     _save(fig, path, 110)

@@ -83,8 +83,11 @@ def swap_rmsnorm(module) -> int:
             if type(child) is not torch.nn.RMSNorm:
                 continue
             weight = child.weight
-            eps = child.eps if child.eps is not None else torch.finfo(weight.dtype if weight is not None
-                                                                       else torch.float32).eps
+            eps = (
+                child.eps
+                if child.eps is not None
+                else torch.finfo(weight.dtype if weight is not None else torch.float32).eps
+            )
             new = RMSNorm(child.normalized_shape, eps=eps, elementwise_affine=weight is not None)
             if weight is not None:
                 new.weight = weight
@@ -109,9 +112,15 @@ def quantize(pipe, scenario, calib_size: int = DEFAULT_CALIB_SIZE):
         for i, prompt in enumerate(prompts):
             # Seeds beyond the scenario's so calibration never sees the exact latents that are judged.
             generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
-            pipe(prompt=prompt, height=scenario.height, width=scenario.width,
-                 num_inference_steps=scenario.steps, guidance_scale=scenario.guidance,
-                 generator=generator, output_type="latent")
+            pipe(
+                prompt=prompt,
+                height=scenario.height,
+                width=scenario.width,
+                num_inference_steps=scenario.steps,
+                guidance_scale=scenario.guidance,
+                generator=generator,
+                output_type="latent",
+            )
 
     # no_grad, not inference_mode: the amax buffers calibration creates must stay usable outside it.
     with torch.no_grad():
@@ -136,15 +145,16 @@ def check_quantized(transformer) -> None:
     names = enabled_quantizers(transformer)
     attention = [n for n in names if n.endswith(("q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer"))]
     if not attention:
-        raise RuntimeError("modelopt inserted no attention quantizers (its diffusers plugin did not load); "
-                           f"check that onnx and diffusers import, then: {MODELOPT_INSTALL}")
+        raise RuntimeError(
+            "modelopt inserted no attention quantizers (its diffusers plugin did not load); "
+            f"check that onnx and diffusers import, then: {MODELOPT_INSTALL}"
+        )
     leaked = [n for n in names if any(n == m or n.startswith(m + ".") for m in EXCLUDED_MODULES)]
     if leaked:
         raise RuntimeError(f"excluded layers still quantized: {', '.join(leaked[:5])}")
     # The softmax quantizer has no amax by design: its FP8 scale is fixed at 1.0 on export.
-    uncalibrated = [n for n, q in names.items() if not n.endswith("softmax_quantizer")
-                    and getattr(q, "amax", None) is None]
+    uncalibrated = [
+        n for n, q in names.items() if not n.endswith("softmax_quantizer") and getattr(q, "amax", None) is None
+    ]
     if uncalibrated:
         raise RuntimeError(f"{len(uncalibrated)} quantizers were never calibrated, e.g. {uncalibrated[0]}")
-
-

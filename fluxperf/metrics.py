@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Metric:
-    name: str                 # the key in results, baselines, tolerances and --fluxperf-floor
-    label: str                # the column in tables and the word in messages
-    test: str                 # the suite's test: test_<test>_matches_eager
+    name: str  # the key in results, baselines, tolerances and --fluxperf-floor
+    label: str  # the column in tables and the word in messages
+    test: str  # the suite's test: test_<test>_matches_eager
     higher_is_better: bool
     bounds: tuple[float, float]  # the range a per-image floor may take
-    floors: dict              # each image against eager's: {"lossless": ..., "lossy": ...}
-    tolerance: float          # the baseline's default: how far the aggregate may move (absolute)
-    aggregate: str = "mean"   # "mean", or "pooled": the metric of the mean squared error over all images
+    floors: dict  # each image against eager's: {"lossless": ..., "lossy": ...}
+    tolerance: float  # the baseline's default: how far the aggregate may move (absolute)
+    aggregate: str = "mean"  # "mean", or "pooled": the metric of the mean squared error over all images
     unit: str = ""
     decimals: int = 4
     # Identical images score infinity (PSNR); JSON has no infinity, so results and baselines write null for it.
@@ -42,15 +42,42 @@ class Metric:
 # which the other two checks catch. Lossy variants keep the floors they had.
 # Ranges: SSIM lies in [-1, 1], LPIPS is a distance (>= 0; about 1 for unrelated images), PSNR of 8-bit images is a
 # positive number of dB (inf when identical).
-METRICS = {m.name: m for m in (
-    Metric("lpips", "LPIPS", "lpips", higher_is_better=False, bounds=(0.0, math.inf),
-           floors={"lossless": 0.6, "lossy": 0.4}, tolerance=0.02),
-    Metric("ssim", "SSIM", "ssim", higher_is_better=True, bounds=(-1.0, 1.0),
-           floors={"lossless": 0.3, "lossy": 0.5}, tolerance=0.02),
-    Metric("psnr_db", "PSNR", "psnr", higher_is_better=True, bounds=(0.0, math.inf),
-           floors={"lossless": 12.0, "lossy": 15.0}, tolerance=1.0, aggregate="pooled", unit=" dB", decimals=2,
-           infinite_when_identical=True),
-)}
+METRICS = {
+    m.name: m
+    for m in (
+        Metric(
+            "lpips",
+            "LPIPS",
+            "lpips",
+            higher_is_better=False,
+            bounds=(0.0, math.inf),
+            floors={"lossless": 0.6, "lossy": 0.4},
+            tolerance=0.02,
+        ),
+        Metric(
+            "ssim",
+            "SSIM",
+            "ssim",
+            higher_is_better=True,
+            bounds=(-1.0, 1.0),
+            floors={"lossless": 0.3, "lossy": 0.5},
+            tolerance=0.02,
+        ),
+        Metric(
+            "psnr_db",
+            "PSNR",
+            "psnr",
+            higher_is_better=True,
+            bounds=(0.0, math.inf),
+            floors={"lossless": 12.0, "lossy": 15.0},
+            tolerance=1.0,
+            aggregate="pooled",
+            unit=" dB",
+            decimals=2,
+            infinite_when_identical=True,
+        ),
+    )
+}
 
 # The metric that picks the worst image of a variant: the pair saved beside the report, the report's worst item.
 WORST_BY = "ssim"

@@ -65,45 +65,95 @@ def _tiny(scenario: Scenario):
     # Each module gets its own seed so that changing one size doesn't reshuffle the others' weights.
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
         axes_dims_rope=(4, 6, 6),
     )
     torch.manual_seed(1)
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(clip_tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tok),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            hidden_act="quick_gelu",
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     torch.manual_seed(2)
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=max(len(t5_tok), 128), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-        feed_forward_proj="gated-gelu", is_encoder_decoder=False, decoder_start_token_id=0,
-    ))
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=max(len(t5_tok), 128),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            decoder_start_token_id=0,
+        )
+    )
     torch.manual_seed(3)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=4, act_fn="silu", scaling_factor=0.3611, shift_factor=0.1159,
-        use_quant_conv=False, use_post_quant_conv=False, force_upcast=False,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=4,
+        act_fn="silu",
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        force_upcast=False,
     )
     scheduler = _flux_scheduler(FlowMatchEulerDiscreteScheduler)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
-                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
+    )
     return pipe.to(device=scenario.device, dtype=torch_dtype(scenario.dtype))
 
 
 def _flux_scheduler(cls):
-    return cls(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-               base_image_seq_len=256, max_image_seq_len=4096)
+    return cls(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
 
 
 def _synthetic(scenario: Scenario, progress: Progress):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     if scenario.device == "cpu":
-        raise ModelSourceError("the synthetic model is 17 B parameters and is built on the GPU only; "
-                               "on CPU use --fluxperf-model tiny")
+        raise ModelSourceError(
+            "the synthetic model is 17 B parameters and is built on the GPU only; on CPU use --fluxperf-model tiny"
+        )
     dtype = torch_dtype(scenario.dtype)
     clip_tok, t5_tok = _tiny_tokenizers(max_length=512)
     old_dtype = torch.get_default_dtype()
@@ -117,8 +167,15 @@ def _synthetic(scenario: Scenario, progress: Progress):
     finally:
         torch.set_default_dtype(old_dtype)
     scheduler = _flux_scheduler(FlowMatchEulerDiscreteScheduler)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
-                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
+    )
     return pipe.to(device=scenario.device, dtype=dtype)
 
 
@@ -130,21 +187,49 @@ def _synthetic_modules(progress: Progress) -> tuple:
     progress("synthetic: FLUX.1-dev transformer (11.9 B parameters, random weights)")
     transformer = FluxTransformer2DModel(guidance_embeds=True)  # the defaults are FLUX.1-dev's shapes
     progress("synthetic: T5-XXL encoder (4.76 B parameters)")
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-        feed_forward_proj="gated-gelu", is_encoder_decoder=False, decoder_start_token_id=0,
-    ))
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=32128,
+            d_model=4096,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=24,
+            num_heads=64,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            decoder_start_token_id=0,
+        )
+    )
     progress("synthetic: CLIP-L text encoder and FLUX VAE")
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, act_fn="silu",
-        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=32,
+        act_fn="silu",
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
         force_upcast=True,
     )
     return transformer, t5, clip, vae
@@ -164,34 +249,36 @@ def _pretrained(scenario: Scenario, progress: Progress):
     progress(f"loading {scenario.model} ({where}{', revision ' + scenario.revision if scenario.revision else ''})")
     fallback = "or run on random weights with --fluxperf-model synthetic"
     try:
-        pipe = FluxPipeline.from_pretrained(source, revision=scenario.revision,
-                                            torch_dtype=torch_dtype(scenario.dtype))
+        pipe = FluxPipeline.from_pretrained(source, revision=scenario.revision, torch_dtype=torch_dtype(scenario.dtype))
     except GatedRepoError:
         raise ModelSourceError(
             f"{scenario.model} is gated: accept its license on huggingface.co and export HF_TOKEN "
-            f"(a read token), {fallback}") from None
+            f"(a read token), {fallback}"
+        ) from None
     except RevisionNotFoundError:
         raise ModelSourceError(f"revision {scenario.revision!r} of {scenario.model} does not exist") from None
     except RepositoryNotFoundError:
         raise ModelSourceError(
             f"{scenario.model} is neither a local directory nor a repo you can access; check the name, "
-            f"or if it is gated accept its license and export HF_TOKEN, {fallback}") from None
+            f"or if it is gated accept its license and export HF_TOKEN, {fallback}"
+        ) from None
     except LocalEntryNotFoundError:
         raise ModelSourceError(
             f"{scenario.model} is not in the Hugging Face cache (HF_HOME) and can't be downloaded "
             f"(offline, or HF_HUB_OFFLINE=1): download it first with "
-            f"`hf download {scenario.model}`, {fallback}") from None
+            f"`hf download {scenario.model}`, {fallback}"
+        ) from None
     except OSError as exc:
         from huggingface_hub import constants
+
         if constants.HF_HUB_OFFLINE and not os.path.isdir(source):
             # diffusers reports an uncached file in offline mode as a generic OSError.
             raise ModelSourceError(
                 f"{scenario.model} is not (fully) in the Hugging Face cache (HF_HOME) and HF_HUB_OFFLINE is set: "
                 f"download it first with `hf download {scenario.model}` (gated: accept the license and export "
-                f"HF_TOKEN), {fallback}") from None
+                f"HF_TOKEN), {fallback}"
+            ) from None
         # Otherwise diffusers wraps hub failures in OSError; its first line is the useful part.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"could not load {scenario.model}: {first}; {fallback}") from None
     return pipe.to(scenario.device)
-
-

@@ -31,6 +31,7 @@ CALL_TIMEOUT_S = {"cuda": 600.0, "cpu": 120.0}
 @dataclass(frozen=True)
 class Settings:
     """Everything the plugin resolved from options; plain values only."""
+
     scenario: Scenario
     variants: tuple[str, ...]
     params: dict[str, Any]
@@ -67,6 +68,7 @@ def _typed(kind, what: str):
             return kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
     return parse
 
 
@@ -90,13 +92,13 @@ def _seconds(text: str) -> float:
     return value
 
 
-
 def _at_least(minimum: int):
     def parse(text: str) -> int:
         value = _integer(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
         return value
+
     return parse
 
 
@@ -105,6 +107,7 @@ def _one_of(choices):
         if text not in choices:
             raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
         return text
+
     return parse
 
 
@@ -121,11 +124,19 @@ def _seeds(text: str) -> tuple[int, ...]:
 def addoption(parser) -> None:
     g = parser.getgroup("fluxperf", "fluxperf: FLUX.1-dev performance regression suite")
     add = lambda name, **kw: g.addoption(f"--fluxperf-{name}", dest=f"fluxperf_{name.replace('-', '_')}", **kw)
-    add("model", default=None, help="tiny | synthetic | Hugging Face repo id | local directory "
-        f"(env FLUXPERF_MODEL; default: {DEFAULT_HUB_MODEL} on CUDA, tiny on CPU)")
+    add(
+        "model",
+        default=None,
+        help="tiny | synthetic | Hugging Face repo id | local directory "
+        f"(env FLUXPERF_MODEL; default: {DEFAULT_HUB_MODEL} on CUDA, tiny on CPU)",
+    )
     add("revision", default=None, help="pin the model's revision (commit sha or tag)")
-    add("device", default="cuda", type=_one_of(DEVICES),
-        help="cuda | cpu | auto (cuda if available, else cpu); default cuda")
+    add(
+        "device",
+        default="cuda",
+        type=_one_of(DEVICES),
+        help="cuda | cpu | auto (cuda if available, else cpu); default cuda",
+    )
     add("variants", default=None, help="comma-separated variants to run (default: all registered)")
     add("height", type=_positive_multiple_of_16, default=512, help="image height, a multiple of 16 (default 512)")
     add("width", type=_positive_multiple_of_16, default=512, help="image width, a multiple of 16 (default 512)")
@@ -134,28 +145,54 @@ def addoption(parser) -> None:
     add("prompts", default=None, help="prompt file, one per line (default: the shipped set)")
     add("num-prompts", type=_at_least(1), default=None, help="use only the first N prompts")
     add("seeds", type=_seeds, default=(0,), help="comma-separated seeds (default 0)")
-    add("dtype", type=_one_of(DTYPES), default=None,
-        help=f"{' | '.join(DTYPES)} (default bfloat16; float32 on CPU, where bf16 is slow)")
+    add(
+        "dtype",
+        type=_one_of(DTYPES),
+        default=None,
+        help=f"{' | '.join(DTYPES)} (default bfloat16; float32 on CPU, where bf16 is slow)",
+    )
     add("rounds", type=_at_least(2), default=5, help="timed rounds per variant, each one eager and one variant image")
     add("max-rounds", type=_at_least(2), default=40, help="cap on rounds when a speed verdict is inconclusive")
     add("param", action="append", default=[], metavar="NAME=VALUE", help="variant tunable, e.g. fora_interval=3")
-    add("floor", action="append", default=[], metavar="VARIANT.METRIC=VALUE",
-        help=f"quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: {', '.join(METRICS)})")
+    add(
+        "floor",
+        action="append",
+        default=[],
+        metavar="VARIANT.METRIC=VALUE",
+        help=f"quality floor per image, e.g. pruna_cache.ssim=0.8 (metrics: {', '.join(METRICS)})",
+    )
     add("baseline-dir", default=None, help="baseline folder (default: baselines/ at the rootdir)")
     add("update-baselines", action="store_true", help="write or refresh baselines from this session")
     add("require-baseline", action="store_true", help="fail, instead of skip, when no baseline exists")
     add("report-dir", default=None, help="report folder (default: reports/ at the rootdir)")
-    add("cache-dir", default=None, help="reference images and build artifacts, torch.compile's included "
-        "(env FLUXPERF_CACHE_DIR; default ~/.cache/fluxperf)")
-    add("build-timeout", type=_seconds, default=None, metavar="SECONDS",
+    add(
+        "cache-dir",
+        default=None,
+        help="reference images and build artifacts, torch.compile's included "
+        "(env FLUXPERF_CACHE_DIR; default ~/.cache/fluxperf)",
+    )
+    add(
+        "build-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
         help="a variant's build and warm-up call may take this long, then it fails and the session goes on "
-             f"(default {BUILD_TIMEOUT_S['cuda']:g} s on CUDA, sized for a cold FLUX compile on the slowest "
-             f"supported card; {BUILD_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)")
-    add("call-timeout", type=_seconds, default=None, metavar="SECONDS",
+        f"(default {BUILD_TIMEOUT_S['cuda']:g} s on CUDA, sized for a cold FLUX compile on the slowest "
+        f"supported card; {BUILD_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)",
+    )
+    add(
+        "call-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
         help=f"any one pipeline call may take this long (default {CALL_TIMEOUT_S['cuda']:g} s on CUDA, "
-             f"{CALL_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)")
-    add("lpips-random-backbone", action="store_true",
-        help="LPIPS with a random AlexNet, for offline smoke runs only; reports label it")
+        f"{CALL_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)",
+    )
+    add(
+        "lpips-random-backbone",
+        action="store_true",
+        help="LPIPS with a random AlexNet, for offline smoke runs only; reports label it",
+    )
 
 
 def usage(option: str, problem: str) -> pytest.UsageError:
@@ -180,8 +217,11 @@ def _parse_floor(text: str, names: list[str]):
     target, sep, raw = text.partition("=")
     name, dot, metric = target.rpartition(".")
     if not (sep and dot) or name not in names or metric not in METRICS:
-        raise usage("floor", f"{text!r} is not VARIANT.METRIC=VALUE with a variant in {', '.join(names)} "
-                             f"and a metric in {', '.join(METRICS)}")
+        raise usage(
+            "floor",
+            f"{text!r} is not VARIANT.METRIC=VALUE with a variant in {', '.join(names)} "
+            f"and a metric in {', '.join(METRICS)}",
+        )
     try:
         value = float(raw)
     except ValueError:
@@ -210,11 +250,14 @@ def _device(config, opt, worker: str | None) -> str:
     device = opt("device")
     if device == "auto":
         import torch
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torchrun.launched():
         if config.getoption("numprocesses", None) or worker is not None:
-            raise pytest.UsageError("torchrun and pytest-xdist don't mix: under torchrun rank 0 runs the tests and "
-                                    "the other ranks serve context_parallel; drop -n")
+            raise pytest.UsageError(
+                "torchrun and pytest-xdist don't mix: under torchrun rank 0 runs the tests and "
+                "the other ranks serve context_parallel; drop -n"
+            )
         device = torchrun.device_for(device)
     return device
 
@@ -228,7 +271,7 @@ def _prompts(opt) -> tuple[str, ...]:
     else:
         prompts = shipped_prompts()
     if opt("num_prompts") is not None:
-        prompts = prompts[:opt("num_prompts")]
+        prompts = prompts[: opt("num_prompts")]
     if not prompts:
         raise usage("prompts", "the prompt file holds no prompts")
     return prompts
@@ -276,18 +319,37 @@ def resolve(config, worker: str | None = None) -> Settings:
         floors.setdefault(name, {})[metric] = value
     root = Path(config.rootpath)
     cache = opt("cache_dir") or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
-    scenario = Scenario(model=model, revision=opt("revision"), height=opt("height"), width=opt("width"),
-                        steps=opt("steps"), guidance=opt("guidance"), prompts=prompts, seeds=opt("seeds"),
-                        dtype=dtype, device=device)
-    return Settings(scenario=scenario, variants=tuple(chosen), params=params, rounds=opt("rounds"),
-                    max_rounds=opt("max_rounds"), cache_dir=Path(cache).expanduser(),
-                    baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
-                    report_dir=Path(opt("report_dir") or root / "reports"), repo_dir=root,
-                    update_baselines=opt("update_baselines"), require_baseline=opt("require_baseline"),
-                    lpips_random_backbone=opt("lpips_random_backbone"), floors=floors, worker=worker,
-                    rebaseline=rebaseline_command(opt, model, dtype),
-                    build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
-                    call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device))
+    scenario = Scenario(
+        model=model,
+        revision=opt("revision"),
+        height=opt("height"),
+        width=opt("width"),
+        steps=opt("steps"),
+        guidance=opt("guidance"),
+        prompts=prompts,
+        seeds=opt("seeds"),
+        dtype=dtype,
+        device=device,
+    )
+    return Settings(
+        scenario=scenario,
+        variants=tuple(chosen),
+        params=params,
+        rounds=opt("rounds"),
+        max_rounds=opt("max_rounds"),
+        cache_dir=Path(cache).expanduser(),
+        baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
+        report_dir=Path(opt("report_dir") or root / "reports"),
+        repo_dir=root,
+        update_baselines=opt("update_baselines"),
+        require_baseline=opt("require_baseline"),
+        lpips_random_backbone=opt("lpips_random_backbone"),
+        floors=floors,
+        worker=worker,
+        rebaseline=rebaseline_command(opt, model, dtype),
+        build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
+        call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device),
+    )
 
 
 def _limit(given: float | None, defaults: dict, device: str) -> float | None:
@@ -303,9 +365,14 @@ def rebaseline_command(opt, model: str, dtype: str) -> str:
         parts.append(f"--fluxperf-revision={opt('revision')}")
     if opt("device") != "cuda":
         parts.append(f"--fluxperf-device={opt('device')}")
-    parts += [f"--fluxperf-height={opt('height')}", f"--fluxperf-width={opt('width')}",
-              f"--fluxperf-steps={opt('steps')}", f"--fluxperf-guidance={opt('guidance'):g}",
-              f"--fluxperf-seeds={','.join(map(str, opt('seeds')))}", f"--fluxperf-dtype={dtype}"]
+    parts += [
+        f"--fluxperf-height={opt('height')}",
+        f"--fluxperf-width={opt('width')}",
+        f"--fluxperf-steps={opt('steps')}",
+        f"--fluxperf-guidance={opt('guidance'):g}",
+        f"--fluxperf-seeds={','.join(map(str, opt('seeds')))}",
+        f"--fluxperf-dtype={dtype}",
+    ]
     if opt("prompts"):
         parts.append(f"--fluxperf-prompts={Path(opt('prompts')).resolve()}")
     if opt("num_prompts") is not None:

@@ -43,10 +43,12 @@ class Group:
 
     def send(self, order: tuple) -> None:
         import torch.distributed as dist
+
         dist.broadcast_object_list([order], src=0, group=self.orders)
 
     def receive(self) -> tuple:
         import torch.distributed as dist
+
         box = [None]
         dist.broadcast_object_list(box, src=0, group=self.orders)
         return box[0]
@@ -55,6 +57,7 @@ class Group:
         """Every rank's outcome of one step (None: fine, else its error), combined on every rank, so that
         all of them go on to the next collective step, or none does."""
         import torch.distributed as dist
+
         statuses = [None] * world_size()
         dist.all_gather_object(statuses, error, group=self.orders)
         failed = [f"rank {r}: {s}" for r, s in enumerate(statuses) if s is not None]
@@ -64,6 +67,7 @@ class Group:
         """Rank 0, at the end of the session: dismiss the followers and leave the process group. After a broken
         call it leaves them be: rank 0 exits, and torchrun stops the followers stuck in that call."""
         import torch.distributed as dist
+
         if not dist.is_initialized() or self.broken:
             return
         with contextlib.suppress(Exception):
@@ -77,11 +81,14 @@ def init(device: str) -> Group:
         raise ParallelError("context_parallel runs on the GPUs of one host: start torchrun with --nnodes 1")
     if device.startswith("cuda"):
         if torch.cuda.device_count() < world_size():
-            raise ParallelError(f"torchrun started {world_size()} processes but {torch.cuda.device_count()} "
-                                "GPU(s) are visible: use --nproc-per-node at most the number of GPUs "
-                                "(or --fluxperf-device cpu to run on CPU)")
+            raise ParallelError(
+                f"torchrun started {world_size()} processes but {torch.cuda.device_count()} "
+                "GPU(s) are visible: use --nproc-per-node at most the number of GPUs "
+                "(or --fluxperf-device cpu to run on CPU)"
+            )
         torch.cuda.set_device(torch.device(device))
     import torch.distributed as dist
+
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Group(dist.new_group(backend="gloo", timeout=ORDER_TIMEOUT))
 
@@ -110,6 +117,7 @@ def _shard(pipe, params: dict, device: str) -> None:
         pipe.transformer.set_attention_backend("_native_flash")
     # diffusers places rank r on accelerator r % count, a division by zero without one; on CPU every rank is cpu.
     from unittest import mock
+
     on_cpu = mock.patch.object(torch.accelerator, "device_count", lambda: 1)
     with contextlib.nullcontext() if device.startswith("cuda") else on_cpu:
         pipe.transformer.enable_parallelism(config=ContextParallelConfig(**degree))
@@ -189,8 +197,9 @@ def _follow_build(group: Group, order: tuple, device: str, progress: Progress):
             pipe = build_pipeline(scenario, progress.say)
 
     # Every rank learns every rank's outcome, so that they all shard together or none does.
-    if group.agree(_attempt(build), "building the pipeline") or \
-            group.agree(_attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"):
+    if group.agree(_attempt(build), "building the pipeline") or group.agree(
+        _attempt(lambda: _shard(pipe, params, device)), "sharding the transformer"
+    ):
         timing.release(device)
         return None
     progress.say(describe(pipe))
@@ -208,6 +217,7 @@ def follow(group: Group, device: str) -> int:
         if kind == "exit":
             print(f"[fluxperf rank {me}] done: {calls} calls made", flush=True)
             import torch.distributed as dist
+
             dist.destroy_process_group()
             return 0
         if kind == "release":
@@ -223,6 +233,9 @@ def follow(group: Group, device: str) -> int:
             except Exception:
                 # Rank 0 is inside the same call's collectives and can't be told: end the job, and torchrun
                 # stops rank 0 too. Its reports were written after every variant it finished.
-                print(f"[fluxperf rank {me}] a context-parallel call failed:\n{traceback.format_exc()}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[fluxperf rank {me}] a context-parallel call failed:\n{traceback.format_exc()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(1)

@@ -21,13 +21,19 @@ def latents(pipe, scenario, seed: int) -> torch.Tensor:
     return pipe._pack_latents(noise, 1, channels, h, w).to(scenario.device, torch_dtype(scenario.dtype))
 
 
-def render(pipe, scenario, prompt: int, latents: torch.Tensor, text_tokens: int | None = None,
-           output_type: str = "pt"):
+def render(pipe, scenario, prompt: int, latents: torch.Tensor, text_tokens: int | None = None, output_type: str = "pt"):
     """One pipeline call: the scenario's prompt `prompt` from these initial latents to an image (a float tensor on
     the device for "pt"). `text_tokens`: T5 tokens per prompt, by default what the pipeline's tokenizer holds."""
-    return pipe(prompt=scenario.prompts[prompt], height=scenario.height, width=scenario.width,
-                num_inference_steps=scenario.steps, guidance_scale=scenario.guidance, latents=latents,
-                output_type=output_type, max_sequence_length=text_tokens or max_sequence_length(pipe)).images
+    return pipe(
+        prompt=scenario.prompts[prompt],
+        height=scenario.height,
+        width=scenario.width,
+        num_inference_steps=scenario.steps,
+        guidance_scale=scenario.guidance,
+        latents=latents,
+        output_type=output_type,
+        max_sequence_length=text_tokens or max_sequence_length(pipe),
+    ).images
 
 
 def to_u8(images: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,10 @@ import pytest
 from fluxperf import options, torchrun, watchdog, xdist
 
 SETTINGS = pytest.StashKey["options.Settings"]()
-BENCH = pytest.StashKey["object"]()        # the session's fluxperf.bench.Bench, once a fluxperf test is selected
-RESULTS = pytest.StashKey[dict]()          # the session's results dict, merged under xdist, for the summary
-WRITTEN = pytest.StashKey[object]()        # the baseline file this session wrote, if it did
-SIGTERM = pytest.StashKey[object]()        # the SIGTERM handler in place before fluxperf's
+BENCH = pytest.StashKey["object"]()  # the session's fluxperf.bench.Bench, once a fluxperf test is selected
+RESULTS = pytest.StashKey[dict]()  # the session's results dict, merged under xdist, for the summary
+WRITTEN = pytest.StashKey[object]()  # the baseline file this session wrote, if it did
+SIGTERM = pytest.StashKey[object]()  # the SIGTERM handler in place before fluxperf's
 CPU_HINT = "run the suite on CPU with the tiny model: pytest -m gpu --fluxperf-device cpu (or: make bench)"
 FIXTURES = ("variant_run", "fluxperf_bench")
 
@@ -56,10 +56,14 @@ def _join(config, device: str):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: the FLUX performance suite (runs on CUDA, or on CPU with "
-                                       "--fluxperf-device cpu)")
-    config.addinivalue_line("markers", "fluxperf_variants(kind): which variants a test applies to: "
-                                       "all | eager | optimized (not eager) | timed (optimized and judged on speed)")
+    config.addinivalue_line(
+        "markers", "gpu: the FLUX performance suite (runs on CUDA, or on CPU with --fluxperf-device cpu)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "fluxperf_variants(kind): which variants a test applies to: "
+        "all | eager | optimized (not eager) | timed (optimized and judged on speed)",
+    )
     settings = config.stash[SETTINGS] = options.resolve(config, xdist.worker_id(config))
     config.pluginmanager.register(Selection(), "fluxperf-selection")
     if config.pluginmanager.hasplugin("xdist"):
@@ -90,6 +94,7 @@ def session_of(config):
             device = xdist.pinned_device(device, settings.worker, torch.cuda.device_count())
         if device != settings.scenario.device:
             import dataclasses
+
             settings = dataclasses.replace(settings, scenario=dataclasses.replace(settings.scenario, device=device))
         group = None
         if torchrun.launched():
@@ -153,12 +158,14 @@ def _applies(item) -> bool:
 
 def _load_baseline(bench) -> None:
     from fluxperf import baselines
+
     try:
         bench.load_baseline()
     except baselines.BaselineError as exc:
         # A setup problem, not a regression: pytest exits with its usage-error code (4).
-        raise pytest.UsageError(f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines "
-                                "to rewrite it.") from None
+        raise pytest.UsageError(
+            f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines to rewrite it."
+        ) from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -186,6 +193,7 @@ class Selection:
                     item.add_marker(pytest.mark.xdist_group(_variant_of(item)))
         if settings.scenario.device.startswith("cuda"):
             import torch
+
             if not torch.cuda.is_available():
                 skip = pytest.mark.skip(reason=f"no CUDA device; {CPU_HINT}")
                 for item in items:
@@ -245,8 +253,9 @@ def variant_run(request, fluxperf_bench):
 def _document(bench) -> dict:
     from fluxperf import report
 
-    return report.document(bench.scenario, bench.env, bench.baseline_path, bench.baseline, bench.determinism,
-                           bench.results)
+    return report.document(
+        bench.scenario, bench.env, bench.baseline_path, bench.baseline, bench.determinism, bench.results
+    )
 
 
 def _write_reports(bench, measured: str | None = None) -> None:
@@ -304,5 +313,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if results is None:
         return
     from fluxperf import summary
-    summary.write(terminalreporter, results, config.stash[BENCH].settings.report_dir, config.stash.get(WRITTEN, None),
-                  config.stash.get(xdist.WORKERS_DOWN, {}))
+
+    summary.write(
+        terminalreporter,
+        results,
+        config.stash[BENCH].settings.report_dir,
+        config.stash.get(WRITTEN, None),
+        config.stash.get(xdist.WORKERS_DOWN, {}),
+    )

@@ -49,7 +49,7 @@ class Probe:
         # (its peak memory is measured). Random operands: zeros run faster on tensor cores than real data does.
         import torch
 
-        n, count = self.sizes["matmul_n"], self.sizes["copy_mib"] * 2 ** 20 // 4
+        n, count = self.sizes["matmul_n"], self.sizes["copy_mib"] * 2**20 // 4
         a = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
         b = torch.randn(n, n, generator=self._gen, device=self.device, dtype=self.dtype)
         src = torch.ones(count, device=self.device, dtype=torch.float32)
@@ -135,9 +135,12 @@ def rates(sample: dict[str, float], device: str) -> dict[str, float]:
     """A sample as rates a person reads: TFLOP/s, GB/s (read + written), µs per loop iteration of small ops."""
     sizes = GPU_SIZES if device.startswith("cuda") else CPU_SIZES
     n = sizes["matmul_n"]
-    moved = 2 * sizes["copy_mib"] * 2 ** 20
-    return {"matmul_tflops": 2 * n ** 3 / sample["matmul_s"] / 1e12, "copy_gbps": moved / sample["copy_s"] / 1e9,
-            "launch_us": sample["launch_s"] * 1e6}
+    moved = 2 * sizes["copy_mib"] * 2**20
+    return {
+        "matmul_tflops": 2 * n**3 / sample["matmul_s"] / 1e12,
+        "copy_gbps": moved / sample["copy_s"] / 1e9,
+        "launch_us": sample["launch_s"] * 1e6,
+    }
 
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:

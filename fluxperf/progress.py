@@ -27,14 +27,18 @@ class Progress:
     """One session's progress lines: the plugin routes them to pytest's terminal writer so they show while
     pytest captures the tests' output. Variants get it as params["progress"]."""
 
-    def __init__(self, sink: Callable[[str], None] = _stderr, heartbeat_s: float = HEARTBEAT_S,
-                 status: Callable[[], str] = inductor_status):
+    def __init__(
+        self,
+        sink: Callable[[str], None] = _stderr,
+        heartbeat_s: float = HEARTBEAT_S,
+        status: Callable[[], str] = inductor_status,
+    ):
         self.sink, self.heartbeat_s, self.status = sink, heartbeat_s, status
         self._label = "fluxperf"
         self._phases: dict[str, float] = {}
         self._start = time.perf_counter()
-        self._steps: list[str] = []          # the steps running now, innermost last
-        self._lock = threading.Lock()        # the heartbeat thread writes too
+        self._steps: list[str] = []  # the steps running now, innermost last
+        self._lock = threading.Lock()  # the heartbeat thread writes too
 
     def begin(self, label: str) -> None:
         """Start a new build: progress lines are prefixed with `label` and phase times reset."""
@@ -53,8 +57,10 @@ class Progress:
         while not done.wait(self.heartbeat_s):
             if self._steps and self._steps[-1] == message:  # only the innermost step speaks
                 status = self.status()
-                self.say(f"{message}: still running after {time.perf_counter() - t0:.0f} s"
-                         + (f" ({status})" if status else ""))
+                self.say(
+                    f"{message}: still running after {time.perf_counter() - t0:.0f} s"
+                    + (f" ({status})" if status else "")
+                )
 
     @contextlib.contextmanager
     def step(self, message: str, key: str | None = None) -> Iterator[None]:
@@ -63,8 +69,7 @@ class Progress:
         self.say(f"{message} ...")
         t0 = time.perf_counter()
         done = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(message, t0, done), daemon=True,
-                                name="fluxperf-heartbeat")
+        beat = threading.Thread(target=self._beat, args=(message, t0, done), daemon=True, name="fluxperf-heartbeat")
         self._steps.append(message)
         beat.start()
         try:

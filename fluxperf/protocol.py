@@ -62,7 +62,7 @@ class Timer:
     def call(self, pipe, item, eager: bool, who: str, warmup: bool = False):
         """One timed call with the machine sensed around it (the quiet window and the probe sample before it, the
         host's counters across it): its Call and its image."""
-        quiet = None if warmup else self.sensor.quiet()   # warm-up calls are not judged: no window for them
+        quiet = None if warmup else self.sensor.quiet()  # warm-up calls are not judged: no window for them
         sample = self.probe.sample()
         counter = StepCounter.on(pipe)
         before = counter.count
@@ -75,8 +75,9 @@ class Timer:
         peak = None if eager else timing.peak_gb(self.device)
         return Call(eager, wall, sample, reading, cpu, counter.count - before, peak, warmup), out
 
-    def rounds(self, pipes: dict, items, plan, who: str, warmup: bool = False,
-               into: Timings | None = None) -> tuple[Timings, dict]:
+    def rounds(
+        self, pipes: dict, items, plan, who: str, warmup: bool = False, into: Timings | None = None
+    ) -> tuple[Timings, dict]:
         """The calls of a plan (paired() or block()); pipes: {True: eager's, False: the variant's}. Adds them to
         `into` (new Timings by default), call by call, and returns it with the variant's first image of each item."""
         timings, images = into if into is not None else Timings(self.device), {}

@@ -35,9 +35,11 @@ def make_lpips(random_backbone: bool, device: str = "cpu"):
     import lpips
 
     checkpoint = torch_home() / "hub" / "checkpoints" / ALEXNET_FILE
-    how = (f"Pre-seed the cache on a machine with internet: python -c \"import torchvision; "
-           f"torchvision.models.alexnet(weights='DEFAULT')\" and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ "
-           f"(TORCH_HOME={torch_home()}); or, for an offline smoke run only, pass --fluxperf-lpips-random-backbone")
+    how = (
+        f'Pre-seed the cache on a machine with internet: python -c "import torchvision; '
+        f"torchvision.models.alexnet(weights='DEFAULT')\" and copy {ALEXNET_FILE} into $TORCH_HOME/hub/checkpoints/ "
+        f"(TORCH_HOME={torch_home()}); or, for an offline smoke run only, pass --fluxperf-lpips-random-backbone"
+    )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # lpips still calls torchvision's deprecated `pretrained=` argument.
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
@@ -46,8 +48,10 @@ def make_lpips(random_backbone: bool, device: str = "cpu"):
             # Without the cached file torchvision downloads it; offline that download fails.
             model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
         except OSError as exc:  # URLError and friends
-            raise LpipsUnavailable(f"LPIPS needs torchvision's AlexNet weights at {checkpoint}, which are absent and "
-                                   f"could not be downloaded ({exc}). {how}") from None
+            raise LpipsUnavailable(
+                f"LPIPS needs torchvision's AlexNet weights at {checkpoint}, which are absent and "
+                f"could not be downloaded ({exc}). {how}"
+            ) from None
     return model.eval().to(device)
 
 
@@ -125,17 +129,18 @@ def summarize(metric: str, values: list[float]) -> Summary:
     return Summary(AGGREGATES[METRICS[metric].aggregate](values), values[worst_index], worst_index)
 
 
-def score(reference_u8: torch.Tensor, images_u8: torch.Tensor, items, lpips_model=None,
-          backbone: str = "alexnet") -> dict[str, Score]:
+def score(
+    reference_u8: torch.Tensor, images_u8: torch.Tensor, items, lpips_model=None, backbone: str = "alexnet"
+) -> dict[str, Score]:
     """Every metric per image with its aggregate and its worst image (prompt index and seed)."""
     out = {}
     for metric, values in per_image(reference_u8, images_u8, lpips_model).items():
         if values is not None:
             s = summarize(metric, values)
-            out[metric] = Score(values, s.mean, s.worst, list(items[s.worst_index]),
-                                backbone if metric in NEEDS_MODEL else None)
+            out[metric] = Score(
+                values, s.mean, s.worst, list(items[s.worst_index]), backbone if metric in NEEDS_MODEL else None
+            )
     return out
-
 
 
 class Scorer:
@@ -162,5 +167,10 @@ def determinism(reference_u8: torch.Tensor, timed: dict, items, bound_psnr_db: f
     worst = math.inf
     for item, img in timed.items():
         worst = min(worst, per_image(reference_u8[items.index(item)][None], img)["psnr_db"][0])
-    return {"identical": math.isinf(worst), "worst_psnr_db": json_number(worst), "bound_psnr_db": bound_psnr_db,
-            "images_compared": len(timed), "ok": worst >= bound_psnr_db}
+    return {
+        "identical": math.isinf(worst),
+        "worst_psnr_db": json_number(worst),
+        "bound_psnr_db": bound_psnr_db,
+        "images_compared": len(timed),
+        "ok": worst >= bound_psnr_db,
+    }

@@ -37,8 +37,10 @@ def document(scenario, env: dict, baseline_path, baseline: dict | None, determin
     `results`: fluxperf.result.Result by name; `baseline`: the loaded baseline, if any."""
     recorded = [Result.from_json(v).timings for v in (baseline or {}).get("variants", {}).values()]
     return {
-        "schema_version": SCHEMA_VERSION, "generated_utc": utc_now(),
-        "model_source": scenario.model, "model_note": model_banner(scenario.model),
+        "schema_version": SCHEMA_VERSION,
+        "generated_utc": utc_now(),
+        "model_source": scenario.model,
+        "model_note": model_banner(scenario.model),
         "scenario": {**scenario.key(), "slug": scenario.slug, "device": scenario.device},
         "environment": env,
         "baseline_file": str(baseline_path) if baseline_path else None,
@@ -68,23 +70,30 @@ def merge(parts: dict[str, dict], order: list[str], device: str) -> dict:
     for worker, part in sorted(parts.items()):
         for name, entry in part["variants"].items():
             if name in found:
-                raise ValueError(f"variant {name} was measured by both {found[name]['worker']} and {worker}: "
-                                 "its tests must share one worker (--dist loadgroup)")
+                raise ValueError(
+                    f"variant {name} was measured by both {found[name]['worker']} and {worker}: "
+                    "its tests must share one worker (--dist loadgroup)"
+                )
             found[name] = entry
     ranked = sorted(found, key=lambda n: (order.index(n) if n in order else len(order), n))
     lead = next((p for p in parts.values() if "eager" in p["variants"]), next(iter(parts.values())))
-    return {**lead, "generated_utc": utc_now(), "scenario": {**lead["scenario"], "device": device},
-            "determinism": next((p["determinism"] for p in parts.values() if p["determinism"]), None),
-            "baseline_found": any(p["baseline_found"] for p in parts.values()),
-            "workers": {w: {"device": p["scenario"]["device"], "gpu": p["environment"]["gpu"],
-                            "variants": list(p["variants"])} for w, p in sorted(parts.items())},
-            "variants": {n: found[n] for n in ranked}}
+    return {
+        **lead,
+        "generated_utc": utc_now(),
+        "scenario": {**lead["scenario"], "device": device},
+        "determinism": next((p["determinism"] for p in parts.values() if p["determinism"]), None),
+        "baseline_found": any(p["baseline_found"] for p in parts.values()),
+        "workers": {
+            w: {"device": p["scenario"]["device"], "gpu": p["environment"]["gpu"], "variants": list(p["variants"])}
+            for w, p in sorted(parts.items())
+        },
+        "variants": {n: found[n] for n in ranked},
+    }
 
 
 # ----- tables ----------------------------------------------------------------------------------------------------
 
-FIDELITY_HEADER = ["variant", "steps within the bound", "largest error / eager's own (step)", "median ratio",
-                   "verdict"]
+FIDELITY_HEADER = ["variant", "steps within the bound", "largest error / eager's own (step)", "median ratio", "verdict"]
 
 
 def _rows(doc: dict, row) -> list[list[str]]:
@@ -101,8 +110,13 @@ def _fidelity_row(name: str, r: Result) -> list[str] | None:
     d = f["details"]
     worst = d["worst"]
     ratio = "∞" if worst["ratio"] is None else f"{worst['ratio']:.2f}×"
-    return [name, f"{d['n_steps'] - d['n_failing']} / {d['n_steps']} (bound {d['k']:g}×)", f"{ratio} ({worst['step']})",
-            "–" if d["ratio_median"] is None else f"{d['ratio_median']:.2f}×", f["status"]]
+    return [
+        name,
+        f"{d['n_steps'] - d['n_failing']} / {d['n_steps']} (bound {d['k']:g}×)",
+        f"{ratio} ({worst['step']})",
+        "–" if d["ratio_median"] is None else f"{d['ratio_median']:.2f}×",
+        f["status"],
+    ]
 
 
 def fidelity_rows(doc: dict) -> list[list[str]]:
@@ -112,8 +126,10 @@ def fidelity_rows(doc: dict) -> list[list[str]]:
 def random_weights_note(model: str) -> str | None:
     if model not in MODEL_NOTES:
         return None
-    return (f"The {model} model has random weights: the image scores below and the fidelity floors and ratios say how "
-            f"this code computes, not how FLUX.1-dev's images look.")
+    return (
+        f"The {model} model has random weights: the image scores below and the fidelity floors and ratios say how "
+        f"this code computes, not how FLUX.1-dev's images look."
+    )
 
 
 def shared_line(doc: dict) -> str | None:
@@ -131,8 +147,11 @@ def shared_line(doc: dict) -> str | None:
         parts.append(f"{name} ({'; '.join(what)})")
     if not parts:
         return None
-    return ("THE MACHINE WAS SHARED during timed calls: " + ", ".join(parts) +
-            ". Speed verdicts that the sharing could explain are INCONCLUSIVE, not judged; rerun on a quiet machine.")
+    return (
+        "THE MACHINE WAS SHARED during timed calls: "
+        + ", ".join(parts)
+        + ". Speed verdicts that the sharing could explain are INCONCLUSIVE, not judged; rerun on a quiet machine."
+    )
 
 
 def _pooled_probe(timings) -> dict | None:
@@ -150,9 +169,11 @@ def probe_rows(doc: dict) -> list[list[str]]:
     if now is None:
         return []
     before = doc.get("baseline_probe")
-    labels = [("matmul_s", "GPU matmul, TFLOP/s", "matmul_tflops", "{:.0f}"),
-              ("copy_s", "GPU copy, GB/s (read + written)", "copy_gbps", "{:.0f}"),
-              ("launch_s", "host small-op loop, µs per iteration", "launch_us", "{:.1f}")]
+    labels = [
+        ("matmul_s", "GPU matmul, TFLOP/s", "matmul_tflops", "{:.0f}"),
+        ("copy_s", "GPU copy, GB/s (read + written)", "copy_gbps", "{:.0f}"),
+        ("launch_s", "host small-op loop, µs per iteration", "launch_us", "{:.1f}"),
+    ]
     device = doc["scenario"]["device"]
     rates_now = probe.rates(probe.medians(now), device)
     rates_before = probe.rates(probe.medians(before), device) if before else None
@@ -168,8 +189,13 @@ def probe_rows(doc: dict) -> list[list[str]]:
     return rows
 
 
-ROOFLINE_HEADER = ["variant", "transformer TFLOP per image", "achieved TFLOP/s", "share of the matmul ceiling",
-                   "block computations ran / reused"]
+ROOFLINE_HEADER = [
+    "variant",
+    "transformer TFLOP per image",
+    "achieved TFLOP/s",
+    "share of the matmul ceiling",
+    "block computations ran / reused",
+]
 
 
 def roofline_rows(doc: dict) -> list[list[str]]:
@@ -188,9 +214,15 @@ def roofline_rows(doc: dict) -> list[list[str]]:
         blocks = "–" if work.blocks_total is None else f"{work.blocks_ran} / {work.blocks_reused}"
         if r.adaptive and work.blocks_total and doc["model_source"] in ("tiny", "synthetic"):
             blocks += " (adaptive: on random weights not representative)"
-        rows.append([name, "–" if flops is None else f"{flops / 1e12:.3g}",
-                     "–" if achieved is None else f"{achieved:.3g}",
-                     "–" if achieved is None or not ceiling else f"{achieved / ceiling:.0%} of {ceiling:.3g}", blocks])
+        rows.append(
+            [
+                name,
+                "–" if flops is None else f"{flops / 1e12:.3g}",
+                "–" if achieved is None else f"{achieved:.3g}",
+                "–" if achieved is None or not ceiling else f"{achieved / ceiling:.0%} of {ceiling:.3g}",
+                blocks,
+            ]
+        )
     return rows
 
 
@@ -201,11 +233,22 @@ ENV_HEADER = ["", "this session", "baseline"]
 def environment_rows(doc: dict) -> list[list[str]]:
     """What this session ran with beside what the baseline was recorded with; changed rows are marked."""
     now, before = doc["environment"], doc.get("baseline_environment") or {}
-    libs = sorted({*environment.CORE_LIBRARIES, *(lib for r in variants(doc).values() for lib in r.libraries),
-                   *(k for k, x in (now.get("versions") or {}).items() if x)})
+    libs = sorted(
+        {
+            *environment.CORE_LIBRARIES,
+            *(lib for r in variants(doc).values() for lib in r.libraries),
+            *(k for k, x in (now.get("versions") or {}).items() if x),
+        }
+    )
     rows = [[field, str(now.get(field)), str(before.get(field, "–")) if before else "–"] for field in ENV_FIELDS]
-    rows += [[lib, str((now.get("versions") or {}).get(lib)), str((before.get("versions") or {}).get(lib))
-              if before else "–"] for lib in libs]
+    rows += [
+        [
+            lib,
+            str((now.get("versions") or {}).get(lib)),
+            str((before.get("versions") or {}).get(lib)) if before else "–",
+        ]
+        for lib in libs
+    ]
     for row in rows:
         if before and row[1] != row[2]:
             row[0] = f"**{row[0]}** (changed)"
@@ -230,12 +273,28 @@ def _row(name: str, r: Result) -> list[str]:
         speed += " quality-only"
     mem = "–" if t.peak_mem_gb is None else f"{t.peak_mem_gb:.1f}"
     build = "–" if t.build_s is None else f"{t.build_s:.1f}"
-    return [name, f"{t.latency_s:.3f} ± {t.latency_iqr_s / 2:.3f} (n={t.rounds})", speed, t.design, _busy(t), mem,
-            build, ", ".join(f"{k} {x['status']}" for k, x in r.verdicts.items()) or r.status]
+    return [
+        name,
+        f"{t.latency_s:.3f} ± {t.latency_iqr_s / 2:.3f} (n={t.rounds})",
+        speed,
+        t.design,
+        _busy(t),
+        mem,
+        build,
+        ", ".join(f"{k} {x['status']}" for k, x in r.verdicts.items()) or r.status,
+    ]
 
 
-SPEED_HEADER = ["variant", "latency_s median ± IQR/2", "speedup vs eager (95% CI)", "design",
-                "GPU busy / CPU per wall", "peak_mem_gb", "build_s", "verdicts"]
+SPEED_HEADER = [
+    "variant",
+    "latency_s median ± IQR/2",
+    "speedup vs eager (95% CI)",
+    "design",
+    "GPU busy / CPU per wall",
+    "peak_mem_gb",
+    "build_s",
+    "verdicts",
+]
 QUALITY_HEADER = ["variant", *(f"{m.label} mean / worst" for m in METRICS.values()), "worst image (prompt, seed)"]
 
 
@@ -263,16 +322,22 @@ def header_lines(doc: dict) -> list[str]:
     env, sc, model = doc["environment"], doc["scenario"], doc["model_source"]
     shared = shared_line(doc)
     lines = [shared] if shared else []
-    lines += [f"model: {model} — {model_banner(model)}",
-              f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); "
-              f"host CPU: {env['host_cpu']}",
-              f"scenario: {sc['height']}x{sc['width']}, {sc['steps']} steps, guidance {sc['guidance']}, {sc['dtype']}, "
-              f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds [{sc['slug']}]",
-              f"baseline: {doc['baseline_file'] or 'not looked up'}{'' if doc['baseline_found'] else ' (none)'}"]
+    lines += [
+        f"model: {model} — {model_banner(model)}",
+        f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); "
+        f"host CPU: {env['host_cpu']}",
+        f"scenario: {sc['height']}x{sc['width']}, {sc['steps']} steps, guidance {sc['guidance']}, {sc['dtype']}, "
+        f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds [{sc['slug']}]",
+        f"baseline: {doc['baseline_file'] or 'not looked up'}{'' if doc['baseline_found'] else ' (none)'}",
+    ]
     if doc.get("workers"):
-        lines.append("pytest-xdist workers: " + "; ".join(
-            f"{w} on {info['device']}: {', '.join(info['variants']) or 'nothing measured'}"
-            for w, info in doc["workers"].items()))
+        lines.append(
+            "pytest-xdist workers: "
+            + "; ".join(
+                f"{w} on {info['device']}: {', '.join(info['variants']) or 'nothing measured'}"
+                for w, info in doc["workers"].items()
+            )
+        )
     return lines
 
 
@@ -289,45 +354,79 @@ def table_md(header: list[str], rows: list[list[str]]) -> str:
     def esc(cell):
         return str(cell).replace("|", "\\|")
 
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]])
+    return "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *["| " + " | ".join(esc(c) for c in row) + " |" for row in rows],
+        ]
+    )
 
 
 # ----- report.md -------------------------------------------------------------------------------------------------
 
+
 def _top(doc: dict) -> list[str]:
     model, det, shared = doc["model_source"], doc["determinism"], shared_line(doc)
-    parts = [f"# fluxperf report — {model}", "", *([f"> **{shared}**", ""] if shared else []),
-             f"> **{model_banner(model)}**", "",
-             *[f"- {line}" for line in header_lines(doc) if line != shared],
-             f"- generated: {doc['generated_utc']}", ""]
+    parts = [
+        f"# fluxperf report — {model}",
+        "",
+        *([f"> **{shared}**", ""] if shared else []),
+        f"> **{model_banner(model)}**",
+        "",
+        *[f"- {line}" for line in header_lines(doc) if line != shared],
+        f"- generated: {doc['generated_utc']}",
+        "",
+    ]
     if det and not det["ok"]:
         worst = metrics.fmt("psnr_db", metrics.from_json("psnr_db", det["worst_psnr_db"]))
-        parts += [f"> **WARNING: eager is not deterministic here** (worst PSNR of a re-render {worst}); quality "
-                  f"verdicts are unreliable.", ""]
+        parts += [
+            f"> **WARNING: eager is not deterministic here** (worst PSNR of a re-render {worst}); quality "
+            f"verdicts are unreliable.",
+            "",
+        ]
     return parts
 
 
 def _speed(doc: dict, chart: str | None) -> list[str]:
-    parts = ["## Speed", "", table_md(SPEED_HEADER, speed_rows(doc)), "",
-             "- *design*: paired rounds alternate eager and the variant image by image; blocks time eager's images "
-             "and then the variant's (variants that change eager's weights).",
-             "- *GPU busy / CPU per wall*: the share of one call the GPU spent in kernels, and the process's CPU "
-             "time over its wall time. A **host-bound** pipeline leaves the GPU waiting for the host: its time "
-             "measures the host CPU as much as the GPU. CUDA's waits spin, so CPU time is close to wall time for "
-             "GPU-bound pipelines too.", ""]
+    parts = [
+        "## Speed",
+        "",
+        table_md(SPEED_HEADER, speed_rows(doc)),
+        "",
+        "- *design*: paired rounds alternate eager and the variant image by image; blocks time eager's images "
+        "and then the variant's (variants that change eager's weights).",
+        "- *GPU busy / CPU per wall*: the share of one call the GPU spent in kernels, and the process's CPU "
+        "time over its wall time. A **host-bound** pipeline leaves the GPU waiting for the host: its time "
+        "measures the host CPU as much as the GPU. CUDA's waits spin, so CPU time is close to wall time for "
+        "GPU-bound pipelines too.",
+        "",
+    ]
     if chart:
         parts += [f"![latency per variant]({chart})", ""]
     rrows = roofline_rows(doc)
     if rrows:
-        parts += ["## Roofline", "", "Transformer FLOPs counted on one call with torch.compile bypassed "
-                  "(torch.utils.flop_counter; skipped computation is not counted), over the median latency of a "
-                  "whole image, against the bf16 matmul rate the probe measured beside every call of this session.",
-                  "", table_md(ROOFLINE_HEADER, rrows), ""]
+        parts += [
+            "## Roofline",
+            "",
+            "Transformer FLOPs counted on one call with torch.compile bypassed "
+            "(torch.utils.flop_counter; skipped computation is not counted), over the median latency of a "
+            "whole image, against the bf16 matmul rate the probe measured beside every call of this session.",
+            "",
+            table_md(ROOFLINE_HEADER, rrows),
+            "",
+        ]
     prows = probe_rows(doc)
     if prows:
-        parts += ["## Machine probe", "", "Timed before every pipeline call; the speed verdicts take the machine's "
-                  "change out before judging a variant.", "", table_md(PROBE_HEADER, prows), ""]
+        parts += [
+            "## Machine probe",
+            "",
+            "Timed before every pipeline call; the speed verdicts take the machine's "
+            "change out before judging a variant.",
+            "",
+            table_md(PROBE_HEADER, prows),
+            "",
+        ]
     return parts
 
 
@@ -335,23 +434,44 @@ def _quality(doc: dict) -> list[str]:
     parts, results = [], variants(doc)
     qrows, frows, note = quality_rows(doc), fidelity_rows(doc), random_weights_note(doc["model_source"])
     if frows:
-        parts += ["## Fidelity step by step (lossless variants)", "",
-                  "Each step of the first prompt's trajectory, with eager's own inputs: the variant's error against "
-                  "eager's transformer computed in higher precision, over eager's own error (the bound is 2×).",
-                  *([f"*{note}*"] if note else []), "", table_md(FIDELITY_HEADER, frows), ""]
+        parts += [
+            "## Fidelity step by step (lossless variants)",
+            "",
+            "Each step of the first prompt's trajectory, with eager's own inputs: the variant's error against "
+            "eager's transformer computed in higher precision, over eager's own error (the bound is 2×).",
+            *([f"*{note}*"] if note else []),
+            "",
+            table_md(FIDELITY_HEADER, frows),
+            "",
+        ]
     if qrows:
-        parts += ["## Quality against eager", "", *([f"*{note}*", ""] if note else []),
-                  table_md(QUALITY_HEADER, qrows), ""]
-        parts += [f"- {name}: {METRICS[m].label} unavailable: {error}"
-                  for name, r in results.items() for m, error in r.quality.errors.items()]
+        parts += [
+            "## Quality against eager",
+            "",
+            *([f"*{note}*", ""] if note else []),
+            table_md(QUALITY_HEADER, qrows),
+            "",
+        ]
+        parts += [
+            f"- {name}: {METRICS[m].label} unavailable: {error}"
+            for name, r in results.items()
+            for m, error in r.quality.errors.items()
+        ]
         parts += [f"![{name}]({figures.grid_name(name)})" for name, r in results.items() if r.quality.scores] + [""]
     return parts
 
 
 def markdown(doc: dict, chart: str | None) -> str:
     results = variants(doc)
-    parts = [*_top(doc), *_speed(doc, chart), "## Environment", "", table_md(ENV_HEADER, environment_rows(doc)), "",
-             *_quality(doc)]
+    parts = [
+        *_top(doc),
+        *_speed(doc, chart),
+        "## Environment",
+        "",
+        table_md(ENV_HEADER, environment_rows(doc)),
+        "",
+        *_quality(doc),
+    ]
     failed = [(n, r.error) for n, r in results.items() if r.status in ("failed", "skipped")]
     if failed:
         parts += ["## Not measured", ""] + [f"- **{n}**: {e}" for n, e in failed] + [""]

@@ -36,8 +36,17 @@ BOUNDS = ("gpu", "host", "unknown")
 
 # The numbers derived from the samples, written beside them. A file's are read as recorded: a person may edit a
 # baseline's `bound` (README), and a merged baseline holds the medians of its recordings beside pooled samples.
-RECORDED = ("latency_s", "latency_iqr_s", "eager_latency_s", "rounds", "speedup", "speedup_ci", "bound", "gpu_busy",
-            "cpu_share")
+RECORDED = (
+    "latency_s",
+    "latency_iqr_s",
+    "eager_latency_s",
+    "rounds",
+    "speedup",
+    "speedup_ci",
+    "bound",
+    "gpu_busy",
+    "cpu_share",
+)
 
 
 class SchemaError(ValueError):
@@ -65,14 +74,15 @@ def json_safe(obj):
 @dataclass(frozen=True)
 class Call:
     """One timed pipeline call and what was sensed around it."""
-    eager: bool                       # eager's call, or the variant's
+
+    eager: bool  # eager's call, or the variant's
     wall_s: float
-    probe: dict                       # the machine probe sample taken just before it
+    probe: dict  # the machine probe sample taken just before it
     contention: contention.Reading
-    cpu_s: float | None = None        # the process's CPU seconds across it
-    steps: int | None = None          # denoising steps it ran
+    cpu_s: float | None = None  # the process's CPU seconds across it
+    steps: int | None = None  # denoising steps it ran
     peak_mem_gb: float | None = None  # the variant's calls: peak GPU memory during it
-    warmup: bool = False              # an untimed warm-up call: only its seconds are kept
+    warmup: bool = False  # an untimed warm-up call: only its seconds are kept
 
 
 def _per_probe() -> dict:
@@ -88,23 +98,24 @@ class Timings:
 
     The numbers derived from them (latency, speedup, bound, ...) are methods: computed from the samples, or, for
     timings read from a file, as the file recorded them (RECORDED)."""
+
     device: str | None = None
-    design: str = "paired"            # paired: eager and the variant alternate; blocks: eager's calls, then its
-    samples_s: list = field(default_factory=list)               # the variant's seconds per image, call by call
-    eager_samples_s: list = field(default_factory=list)         # eager's, of the same rounds (paired) or its block
-    cpu_samples_s: list = field(default_factory=list)           # the process's CPU seconds of the same calls
+    design: str = "paired"  # paired: eager and the variant alternate; blocks: eager's calls, then its
+    samples_s: list = field(default_factory=list)  # the variant's seconds per image, call by call
+    eager_samples_s: list = field(default_factory=list)  # eager's, of the same rounds (paired) or its block
+    cpu_samples_s: list = field(default_factory=list)  # the process's CPU seconds of the same calls
     eager_cpu_samples_s: list = field(default_factory=list)
-    probe: dict = field(default_factory=_per_probe)             # a probe sample before each variant call (PROBES)
-    eager_probe: dict = field(default_factory=_per_probe)       # ... before each eager call
-    contention: dict = field(default_factory=_per_reading)      # what shared the machine, per call (its FIELDS)
+    probe: dict = field(default_factory=_per_probe)  # a probe sample before each variant call (PROBES)
+    eager_probe: dict = field(default_factory=_per_probe)  # ... before each eager call
+    contention: dict = field(default_factory=_per_reading)  # what shared the machine, per call (its FIELDS)
     eager_contention: dict = field(default_factory=_per_reading)
-    steps: list = field(default_factory=list)                   # denoising steps each timed call ran (both)
+    steps: list = field(default_factory=list)  # denoising steps each timed call ran (both)
     warmup_s: dict = field(default_factory=lambda: {"eager": [], "variant": []})  # the untimed warm-up calls
-    kernel_s: float | None = None     # GPU kernel time of one untimed call
+    kernel_s: float | None = None  # GPU kernel time of one untimed call
     peak_mem_gb: float | None = None
-    build_s: float | None = None      # the build and its warm-up call (compilation happens there)
+    build_s: float | None = None  # the build and its warm-up call (compilation happens there)
     build_phases_s: dict = field(default_factory=dict)
-    work: Work | None = None          # the transformer's counted work per image
+    work: Work | None = None  # the transformer's counted work per image
     recorded: dict = field(default_factory=dict, repr=False)
 
     # ----- what one call adds --------------------------------------------------------------------------------------
@@ -127,15 +138,25 @@ class Timings:
     def extended(self, more: Timings) -> Timings:
         """These timings followed by `more` (further rounds, or the variant's block after eager's)."""
         lists = {name: getattr(self, name) + getattr(more, name) for name in _LISTS}
-        dicts = {name: {k: getattr(self, name).get(k, []) + getattr(more, name).get(k, [])
-                        for k in {**getattr(self, name), **getattr(more, name)}} for name in _DICTS}
+        dicts = {
+            name: {
+                k: getattr(self, name).get(k, []) + getattr(more, name).get(k, [])
+                for k in {**getattr(self, name), **getattr(more, name)}
+            }
+            for name in _DICTS
+        }
         peaks = [p for p in (self.peak_mem_gb, more.peak_mem_gb) if p is not None]
         return replace(self, **lists, **dicts, peak_mem_gb=max(peaks) if peaks else None, recorded={})
 
     def mirrored(self) -> Timings:
         """Eager's own timings, whose rounds time eager alone: its samples are also the eager side's."""
-        return replace(self, eager_samples_s=list(self.samples_s), eager_cpu_samples_s=list(self.cpu_samples_s),
-                       eager_probe=copy.deepcopy(self.probe), eager_contention=copy.deepcopy(self.contention))
+        return replace(
+            self,
+            eager_samples_s=list(self.samples_s),
+            eager_cpu_samples_s=list(self.cpu_samples_s),
+            eager_probe=copy.deepcopy(self.probe),
+            eager_contention=copy.deepcopy(self.contention),
+        )
 
     # ----- derived -------------------------------------------------------------------------------------------------
     def _derived(self, key: str, compute):
@@ -170,15 +191,18 @@ class Timings:
     @property
     def gpu_busy(self) -> float | None:
         """Share of a call the GPU was busy; the rest it waited for the host."""
+
         def compute():
             if self.kernel_s is None or not self.samples_s:
                 return None
             return min(1.0, self.kernel_s / self.latency_s)
+
         return self._derived("gpu_busy", compute)
 
     @property
     def bound(self) -> str:
         """What sets this pipeline's latency: "gpu", "host" (everything on a CPU device), or "unknown"."""
+
         def compute():
             if not self.samples_s:
                 return "unknown"
@@ -186,15 +210,18 @@ class Timings:
                 # On a CPU device the host does all the work; on CUDA without the profiler it can't be told.
                 return "unknown" if (self.device or "").startswith("cuda") else "host"
             return "gpu" if self.gpu_busy >= GPU_BOUND_BUSY else "host"
+
         return self._derived("bound", compute)
 
     @property
     def cpu_share(self) -> float | None:
         """Process CPU time over wall time, median over the timed calls."""
+
         def compute():
             if not self.cpu_samples_s:
                 return None
             return stats.median_spread([c / w for c, w in zip(self.cpu_samples_s, self.samples_s)])[0]
+
         return self._derived("cpu_share", compute)
 
     @property
@@ -211,12 +238,24 @@ class Timings:
         sp = self.speedup()
         ci = [sp.ci_low, sp.ci_high] if sp else []
         sh = self.sharing
-        return {"latency_s": self.latency_s, "latency_iqr_s": self.latency_iqr_s,
-                "eager_latency_s": self.eager_latency_s, "rounds": self.rounds,
-                "speedup": sp.value if sp else None, "speedup_ci": ci if ci and all(map(math.isfinite, ci)) else None,
-                "bound": self.bound, "gpu_busy": self.gpu_busy, "cpu_share": self.cpu_share,
-                "sharing": {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs,
-                            "clocks": list(sh.clocks), "shared": sh.shared}}
+        return {
+            "latency_s": self.latency_s,
+            "latency_iqr_s": self.latency_iqr_s,
+            "eager_latency_s": self.eager_latency_s,
+            "rounds": self.rounds,
+            "speedup": sp.value if sp else None,
+            "speedup_ci": ci if ci and all(map(math.isfinite, ci)) else None,
+            "bound": self.bound,
+            "gpu_busy": self.gpu_busy,
+            "cpu_share": self.cpu_share,
+            "sharing": {
+                "gpu_busy": sh.gpu_busy,
+                "host_wait": sh.host_wait,
+                "procs": sh.procs,
+                "clocks": list(sh.clocks),
+                "shared": sh.shared,
+            },
+        }
 
     # ----- JSON ----------------------------------------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -232,7 +271,7 @@ class Timings:
 
 _LISTS = ("samples_s", "eager_samples_s", "cpu_samples_s", "eager_cpu_samples_s", "steps")
 _DICTS = ("probe", "eager_probe", "contention", "eager_contention", "warmup_s")
-PER_CALL = _LISTS + _DICTS   # what grows call by call: concatenated by Timings.extended, pooled by a merge
+PER_CALL = _LISTS + _DICTS  # what grows call by call: concatenated by Timings.extended, pooled by a merge
 _RAW = tuple(f.name for f in fields(Timings) if f.name not in ("work", "recorded"))
 
 
@@ -243,36 +282,46 @@ def _median_spread(samples) -> tuple[float | None, float | None]:
 @dataclass
 class Score:
     """One metric over a variant's images against eager's: each image's value, the aggregate and the worst."""
+
     values: list | None = None
-    mean: float | None = None         # the aggregate (metrics.Metric.aggregate): a mean, or PSNR pooled
+    mean: float | None = None  # the aggregate (metrics.Metric.aggregate): a mean, or PSNR pooled
     worst: float | None = None
-    worst_item: list | None = None    # [prompt index, seed] of the worst image
-    backbone: str | None = None       # the weights a learned metric ran with (LPIPS: alexnet or random)
+    worst_item: list | None = None  # [prompt index, seed] of the worst image
+    backbone: str | None = None  # the weights a learned metric ran with (LPIPS: alexnet or random)
 
     def to_json(self) -> dict:
-        out = json_safe({"values": self.values, "mean": self.mean, "worst": self.worst,
-                         "worst_item": self.worst_item})
+        out = json_safe({"values": self.values, "mean": self.mean, "worst": self.worst, "worst_item": self.worst_item})
         return {**out, "backbone": self.backbone} if self.backbone else out
 
     @classmethod
     def from_json(cls, metric: str, data: dict) -> Score:
         read = lambda v: metrics.from_json(metric, v)
         values = data.get("values")
-        return cls(None if values is None else [read(v) for v in values], read(data.get("mean")),
-                   read(data.get("worst")), data.get("worst_item"), data.get("backbone"))
+        return cls(
+            None if values is None else [read(v) for v in values],
+            read(data.get("mean")),
+            read(data.get("worst")),
+            data.get("worst_item"),
+            data.get("backbone"),
+        )
 
 
 @dataclass
 class Quality:
     """The variant's images against eager's: a Score per metric, why a metric is missing, and fidelity."""
-    scores: dict = field(default_factory=dict)   # metric -> Score
-    errors: dict = field(default_factory=dict)   # metric -> why it couldn't be computed (LPIPS without weights)
-    worst_pair_png: str | None = None            # eager's and the variant's worst image, side by side
-    fidelity: dict | None = None                 # lossless variants: {"status", "details", "floor"} or {"skipped"}
+
+    scores: dict = field(default_factory=dict)  # metric -> Score
+    errors: dict = field(default_factory=dict)  # metric -> why it couldn't be computed (LPIPS without weights)
+    worst_pair_png: str | None = None  # eager's and the variant's worst image, side by side
+    fidelity: dict | None = None  # lossless variants: {"status", "details", "floor"} or {"skipped"}
 
     def to_json(self) -> dict:
-        return {"scores": {m: s.to_json() for m, s in self.scores.items()}, "errors": dict(self.errors),
-                "worst_pair_png": self.worst_pair_png, "fidelity": json_safe(self.fidelity)}
+        return {
+            "scores": {m: s.to_json() for m, s in self.scores.items()},
+            "errors": dict(self.errors),
+            "worst_pair_png": self.worst_pair_png,
+            "fidelity": json_safe(self.fidelity),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Quality:
@@ -283,10 +332,11 @@ class Quality:
 @dataclass
 class Result:
     """One variant's measurement in one session."""
+
     name: str
-    status: str = "pending"           # pending | measured | failed | skipped
+    status: str = "pending"  # pending | measured | failed | skipped
     error: str | None = None
-    worker: str | None = None         # the pytest-xdist worker that measured it; None in one process
+    worker: str | None = None  # the pytest-xdist worker that measured it; None in one process
     timed: bool = True
     lossless: bool = False
     adaptive: bool = False
@@ -294,8 +344,8 @@ class Result:
     params: dict = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
     quality: Quality = field(default_factory=Quality)
-    verdicts: dict = field(default_factory=dict)     # check -> {"status", "message"}
-    images: Any = None                # the judged images, uint8 N×3×H×W: in memory only
+    verdicts: dict = field(default_factory=dict)  # check -> {"status", "message"}
+    images: Any = None  # the judged images, uint8 N×3×H×W: in memory only
     timed_images: dict = field(default_factory=dict)  # item -> uint8 image of its first timed call: in memory only
 
     def record(self, check: str, verdict) -> None:
@@ -311,8 +361,11 @@ class Result:
             data = from_v2(data)
         head = {k: copy.deepcopy(data[k]) for k in _HEAD if k in data}
         head["libraries"] = tuple(head.get("libraries", ()))
-        return cls(**head, timings=Timings.from_json(data.get("timings") or {}),
-                   quality=Quality.from_json(data.get("quality") or {}))
+        return cls(
+            **head,
+            timings=Timings.from_json(data.get("timings") or {}),
+            quality=Quality.from_json(data.get("quality") or {}),
+        )
 
 
 _HEAD = ("name", "status", "error", "worker", "timed", "lossless", "adaptive", "libraries", "params", "verdicts")
@@ -322,12 +375,25 @@ _HEAD = ("name", "status", "error", "worker", "timed", "lossless", "adaptive", "
 
 # Where each key of a version-2 baseline entry lives in version 3 (the quality means and per-image values follow
 # the pattern in _v2_quality). Keys not named here (params, tolerance) keep their place.
-V2_NAMES = {"samples_s": "timings.samples_s", "eager_samples_s": "timings.eager_samples_s",
-            "cpu_s": "timings.cpu_samples_s", "probe": "timings.probe", "eager_probe": "timings.eager_probe",
-            "contention": "timings.contention", "design": "timings.design", "bound": "timings.bound",
-            "gpu_busy": "timings.gpu_busy", "peak_mem_gb": "timings.peak_mem_gb", "build_s": "timings.build_s",
-            "speedup": "timings.speedup", "speedup_ci": "timings.speedup_ci", "latency_s": "timings.latency_s",
-            "eager_latency_s": "timings.eager_latency_s", "rounds": "timings.rounds", "runs": "recordings"}
+V2_NAMES = {
+    "samples_s": "timings.samples_s",
+    "eager_samples_s": "timings.eager_samples_s",
+    "cpu_s": "timings.cpu_samples_s",
+    "probe": "timings.probe",
+    "eager_probe": "timings.eager_probe",
+    "contention": "timings.contention",
+    "design": "timings.design",
+    "bound": "timings.bound",
+    "gpu_busy": "timings.gpu_busy",
+    "peak_mem_gb": "timings.peak_mem_gb",
+    "build_s": "timings.build_s",
+    "speedup": "timings.speedup",
+    "speedup_ci": "timings.speedup_ci",
+    "latency_s": "timings.latency_s",
+    "eager_latency_s": "timings.eager_latency_s",
+    "rounds": "timings.rounds",
+    "runs": "recordings",
+}
 
 
 def _v2_quality(quality):
@@ -345,9 +411,14 @@ def _v2_quality(quality):
 
 # Where each field of version 3 came from in version 2 ({new path: old path}), so that a problem found in the new
 # layout names the field the file has.
-V2_ORIGINS = {**{new: old for old, new in V2_NAMES.items()},
-              **{f"quality.scores.{m}.{new}": f"quality.{m}_{old}" for m in metrics.METRICS
-                 for old, new in (("mean", "mean"), ("values", "values"))}}
+V2_ORIGINS = {
+    **{new: old for old, new in V2_NAMES.items()},
+    **{
+        f"quality.scores.{m}.{new}": f"quality.{m}_{old}"
+        for m in metrics.METRICS
+        for old, new in (("mean", "mean"), ("values", "values"))
+    },
+}
 
 
 def from_v2(entry: dict, name: str = "") -> dict:
@@ -367,11 +438,12 @@ def v2_field(path: str) -> str:
     """The field of a version-2 file a version-3 path came from (timings.samples_s[2] -> samples_s[2])."""
     for new in sorted(V2_ORIGINS, key=len, reverse=True):
         if path == new or path.startswith((f"{new}.", f"{new}[")):
-            return V2_ORIGINS[new] + path[len(new):]
+            return V2_ORIGINS[new] + path[len(new) :]
     return path
 
 
 # ----- checking a file's result ----------------------------------------------------------------------------------------
+
 
 def _number(field: str, value, *, positive: bool, nullable: bool = False) -> None:
     if value is None and nullable:
@@ -415,8 +487,9 @@ def _check_timings(t) -> None:
             raise SchemaError("timings.contention", "expected an object of per-call lists")
         unknown = sorted(set(record) - set(contention.FIELDS))
         if unknown:
-            raise SchemaError(f"timings.contention.{unknown[0]}",
-                              f"unknown field; the known ones are {', '.join(contention.FIELDS)}")
+            raise SchemaError(
+                f"timings.contention.{unknown[0]}", f"unknown field; the known ones are {', '.join(contention.FIELDS)}"
+            )
 
 
 def _check_quality(quality) -> None:

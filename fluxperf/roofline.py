@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Work:
-    transformer_flops: float | None   # None when the transformer runs outside PyTorch (a TensorRT engine)
-    blocks_ran: int | None            # block attentions that were computed (not skipped, not predicted)
-    blocks_total: int | None          # blocks × denoising steps: what an uncached image computes
+    transformer_flops: float | None  # None when the transformer runs outside PyTorch (a TensorRT engine)
+    blocks_ran: int | None  # block attentions that were computed (not skipped, not predicted)
+    blocks_total: int | None  # blocks × denoising steps: what an uncached image computes
 
     @property
     def blocks_reused(self) -> int | None:
@@ -41,8 +41,9 @@ def count(render, pipe, steps: int) -> Work:
     # projections still pass through it.
     points = [getattr(b.attn, "norm_q", None) or b.attn for b in blocks if hasattr(b, "attn")]
     hooks = [p.register_forward_hook(lambda *_: ran.__setitem__(0, ran[0] + 1)) for p in points]
-    stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") \
-        else contextlib.nullcontext()
+    stance = (
+        torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else contextlib.nullcontext()
+    )
     try:
         with stance, FlopCounterMode(display=False) as counter, torch.no_grad():
             render()

@@ -38,11 +38,22 @@ def speed(now, base, tol: float, eager_bound: str = "unknown", final: bool = Fal
     eager = stats.latency_change(now.eager_samples_s, base.eager_samples_s)
     eager_net = eager.shifted(machine["host"])
     base_speedup = base.speedup().value
-    details = {"slowdown": stat.value, "ci": [stat.low, stat.high], "n": stat.n, "tolerance": tol,
-               "bound": base.bound, "host_share": stats.host_share(now, base), "eager_bound": eager_bound,
-               "speedup": [sp.value, sp.ci_low, sp.ci_high], "design": sp.design, "base_speedup": base_speedup,
-               "eager_change": eager.value, "speedup_change": math.log(sp.value / base_speedup),
-               "eager_net": eager_net.value, "machine": {k: v.value for k, v in machine.items()}}
+    details = {
+        "slowdown": stat.value,
+        "ci": [stat.low, stat.high],
+        "n": stat.n,
+        "tolerance": tol,
+        "bound": base.bound,
+        "host_share": stats.host_share(now, base),
+        "eager_bound": eager_bound,
+        "speedup": [sp.value, sp.ci_low, sp.ci_high],
+        "design": sp.design,
+        "base_speedup": base_speedup,
+        "eager_change": eager.value,
+        "speedup_change": math.log(sp.value / base_speedup),
+        "eager_net": eager_net.value,
+        "machine": {k: v.value for k, v in machine.items()},
+    }
     if math.isnan(stat.low):
         return INCONCLUSIVE, {**details, "case": "too few"}
     if now.sharing.shared:
@@ -50,8 +61,9 @@ def speed(now, base, tol: float, eager_bound: str = "unknown", final: bool = Fal
     return _speed_quiet(now, base, stat, eager, eager_net, eager_bound, final, details)
 
 
-def _speed_quiet(now, base, stat: Interval, eager: Interval, eager_net: Interval, eager_bound: str, final: bool,
-                 details: dict) -> tuple[str, dict]:
+def _speed_quiet(
+    now, base, stat: Interval, eager: Interval, eager_net: Interval, eager_bound: str, final: bool, details: dict
+) -> tuple[str, dict]:
     limit = math.log1p(details["tolerance"])
     if stat.high < limit:
         return PASS, {**details, "case": "stale" if stat.high < -limit else "within", "stale": stat.high < -limit}
@@ -80,8 +92,7 @@ def _speed_quiet(now, base, stat: Interval, eager: Interval, eager_net: Interval
 def _sharing(now, base) -> tuple[dict, float]:
     sh = now.sharing
     explained = sh.explained(*stats.sharing_weights(base.bound, stats.host_share(now, base)))
-    return {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks)}, \
-        explained
+    return {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks)}, explained
 
 
 def _speed_shared(now, base, stat: Interval, limit: float, details: dict) -> tuple[str, dict]:
@@ -112,8 +123,15 @@ def stack(now, base, tol: float, software_changed: bool) -> tuple[str, dict]:
     raw = stats.latency_change(now.samples_s, base.samples_s)
     net = stats.own_change(now, base, machine)
     limit = math.log1p(tol)
-    details = {"change": raw.value, "net": net.value, "machine": {k: v.value for k, v in machine.items()},
-               "raw_ci": [raw.low, raw.high], "net_ci": [net.low, net.high], "n": raw.n, "tolerance": tol}
+    details = {
+        "change": raw.value,
+        "net": net.value,
+        "machine": {k: v.value for k, v in machine.items()},
+        "raw_ci": [raw.low, raw.high],
+        "net_ci": [net.low, net.high],
+        "n": raw.n,
+        "tolerance": tol,
+    }
     if now.sharing.shared and raw.value > limit:
         # As for the speed rule: only a slowdown beyond what the sharing can explain is the stack's.
         sharing, explained = _sharing(now, base)
@@ -121,8 +139,11 @@ def stack(now, base, tol: float, software_changed: bool) -> tuple[str, dict]:
         if not (not math.isnan(net.low) and net.low > limit + explained and software_changed):
             return WARN, {**details, "case": "not judged"}
     if not math.isnan(net.low) and net.low > limit:
-        return (FAIL, {**details, "case": "suspects"}) if software_changed else \
-            (WARN, {**details, "case": "beyond the probe"})
+        return (
+            (FAIL, {**details, "case": "suspects"})
+            if software_changed
+            else (WARN, {**details, "case": "beyond the probe"})
+        )
     if raw.value > limit and net.value > limit:
         return WARN, {**details, "case": "probably"}
     if raw.value > limit:

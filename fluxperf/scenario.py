@@ -74,13 +74,22 @@ class Scenario:
         """File-name key: model, shape, steps, guidance, dtype, prompt set and seeds."""
         guidance = f"{self.guidance:g}".replace(".", "p")
         seeds = hashlib.sha256(",".join(map(str, self.seeds)).encode()).hexdigest()[:6]
-        return (f"{self.model_slug}-{self.height}x{self.width}-{self.steps}steps-g{guidance}-{self.dtype}"
-                f"-{len(self.prompts)}p{self.prompts_sha[:8]}-{len(self.seeds)}s{seeds}")
+        return (
+            f"{self.model_slug}-{self.height}x{self.width}-{self.steps}steps-g{guidance}-{self.dtype}"
+            f"-{len(self.prompts)}p{self.prompts_sha[:8]}-{len(self.seeds)}s{seeds}"
+        )
 
     def key(self) -> dict:
         """What a baseline must match to be comparable (besides the GPU, which is in the path)."""
         return {
-            "model": self.model, "revision": self.revision, "height": self.height, "width": self.width,
-            "steps": self.steps, "guidance": self.guidance, "dtype": self.dtype,
-            "prompts_sha256": self.prompts_sha, "num_prompts": len(self.prompts), "seeds": list(self.seeds),
+            "model": self.model,
+            "revision": self.revision,
+            "height": self.height,
+            "width": self.width,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "dtype": self.dtype,
+            "prompts_sha256": self.prompts_sha,
+            "num_prompts": len(self.prompts),
+            "seeds": list(self.seeds),
         }

@@ -30,6 +30,7 @@ def _t(df: float) -> float:
 @dataclass(frozen=True)
 class Interval:
     """A change on the log scale, e.g. log(latency now / latency at the baseline), with its 95% interval."""
+
     value: float
     low: float
     high: float
@@ -62,7 +63,7 @@ def trimmed(x: np.ndarray) -> tuple[float, float, int]:
     g = int(TRIM * n)
     h = n - 2 * g
     xs = np.sort(x)
-    mean = float(xs[g:n - g].mean())
+    mean = float(xs[g : n - g].mean())
     if h < 2:
         return mean, math.nan, 0
     w = np.clip(xs, xs[g], xs[n - g - 1])
@@ -77,7 +78,7 @@ def _welch(a: tuple, b: tuple, n: int) -> Interval:
     se = math.sqrt(va + vb)
     if se == 0:
         return Interval(value, value, value, n)
-    df = (va + vb) ** 2 / ((va ** 2 / dfa if va else 0) + (vb ** 2 / dfb if vb else 0))
+    df = (va + vb) ** 2 / ((va**2 / dfa if va else 0) + (vb**2 / dfb if vb else 0))
     half = _t(df) * se
     return Interval(value, value - half, value + half, n)
 
@@ -113,7 +114,7 @@ def low_quartile(x: np.ndarray) -> tuple[float, float, int]:
     value = float(w @ xs)
     if n < 3:
         return value, math.nan, 0
-    return value, max(float(w @ xs ** 2) - value ** 2, 0.0), n - 1
+    return value, max(float(w @ xs**2) - value**2, 0.0), n - 1
 
 
 def latency_change(now, before) -> Interval:
@@ -131,11 +132,11 @@ def median_change(now, before) -> Interval:
 
 @dataclass(frozen=True)
 class Speedup:
-    value: float      # geometric mean of eager/variant latency ratios
+    value: float  # geometric mean of eager/variant latency ratios
     ci_low: float
     ci_high: float
     n: int
-    design: str       # "paired": interleaved rounds; "blocks": eager block then variant block
+    design: str  # "paired": interleaved rounds; "blocks": eager block then variant block
 
 
 def median_spread(samples) -> tuple[float, float]:
@@ -169,6 +170,7 @@ def speedup(eager_s, variant_s, paired: bool) -> Speedup:
 
 # ----- the machine's change, and a pipeline's own ------------------------------------------------------------------
 # `now` and `base` below are fluxperf.result.Timings: a session's and its baseline's.
+
 
 def _half(i: Interval) -> float:
     return i.high - i.value

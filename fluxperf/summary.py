@@ -13,13 +13,15 @@ def session_header(bench) -> list[str]:
     baseline = str(bench.baseline_path) if bench.baseline is not None else f"none ({bench.baseline_path} absent)"
     if s.update_baselines:
         baseline = f"{bench.baseline_path} (being written: --fluxperf-update-baselines)"
-    return [f"fluxperf model: {sc.model} — {report.model_banner(sc.model)}",
-            f"fluxperf device: {sc.device}; GPU: {gpu}",
-            f"fluxperf scenario: {sc.slug} ({sc.height}x{sc.width}, {sc.steps} steps, {len(sc.prompts)} prompts "
-            f"x {len(sc.seeds)} seeds)",
-            f"fluxperf baseline: {baseline}",
-            f"fluxperf variants: {', '.join(s.variants)}",
-            f"fluxperf cache: {s.cache_dir} (torch.compile's artifacts under {s.cache_dir / 'inductor'})"]
+    return [
+        f"fluxperf model: {sc.model} — {report.model_banner(sc.model)}",
+        f"fluxperf device: {sc.device}; GPU: {gpu}",
+        f"fluxperf scenario: {sc.slug} ({sc.height}x{sc.width}, {sc.steps} steps, {len(sc.prompts)} prompts "
+        f"x {len(sc.seeds)} seeds)",
+        f"fluxperf baseline: {baseline}",
+        f"fluxperf variants: {', '.join(s.variants)}",
+        f"fluxperf cache: {s.cache_dir} (torch.compile's artifacts under {s.cache_dir / 'inductor'})",
+    ]
 
 
 def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
@@ -47,13 +49,19 @@ def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
     d = results["determinism"]
     if d and not d["ok"]:
         tr.write_line("")
-        tr.write_line(f"WARNING: eager re-rendered the same prompt and seed differently (worst PSNR "
-                      f"{d['worst_psnr_db']:.1f} dB < {d['bound_psnr_db']} dB): quality verdicts are unreliable",
-                      red=True, bold=True)
+        tr.write_line(
+            f"WARNING: eager re-rendered the same prompt and seed differently (worst PSNR "
+            f"{d['worst_psnr_db']:.1f} dB < {d['bound_psnr_db']} dB): quality verdicts are unreliable",
+            red=True,
+            bold=True,
+        )
     for worker, error in workers_down.items():
         if error is not None:
-            tr.write_line(f"WARNING: xdist worker {worker} went down ({error}); its variants may be missing above",
-                          red=True, bold=True)
+            tr.write_line(
+                f"WARNING: xdist worker {worker} went down ({error}); its variants may be missing above",
+                red=True,
+                bold=True,
+            )
     tr.write_line("")
     tr.write_line(f"reports: {report_dir}/ (results.json, report.md, latency.png, grid-*.png)")
     if written:

@@ -45,8 +45,7 @@ def kernel_seconds(fn: Callable[[], Any], device: str) -> float | None:
             synchronize(device)
     except RuntimeError:  # CUPTI unavailable (some containers): the report says "unknown"
         return None
-    intervals = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                       if e.device_type.name == "CUDA")
+    intervals = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type.name == "CUDA")
     # Kernels on several streams overlap: count the time the GPU was busy, not the sum of kernel durations.
     busy_us, end = 0.0, -float("inf")
     for start, stop in intervals:

@@ -12,7 +12,7 @@ import os
 import pytest
 
 MODES = ("ulysses", "ring")
-GROUP = pytest.StashKey["object"]()   # rank 0's fluxperf.parallel.Group, once joined
+GROUP = pytest.StashKey["object"]()  # rank 0's fluxperf.parallel.Group, once joined
 
 
 def rank() -> int:

@@ -99,12 +99,23 @@ def versions() -> dict[str, str]:
 def cache_key(scenario, spec: IOSpec, quant_config: dict, calib_prompts, versions: dict, gpu: str) -> str:
     """Hash of everything that changes the engine. Calibration inputs are in it because they set the scales."""
     fields = {
-        "format": CACHE_FORMAT, "model": scenario.model, "revision": scenario.revision,
-        "dtype": scenario.dtype, "io": asdict(spec), "quant_config": quant_config,
+        "format": CACHE_FORMAT,
+        "model": scenario.model,
+        "revision": scenario.revision,
+        "dtype": scenario.dtype,
+        "io": asdict(spec),
+        "quant_config": quant_config,
         # The resolution, not only the token count: 512x1024 and 1024x512 share shapes but not calibration.
-        "calibration": {"prompts": list(calib_prompts), "height": scenario.height, "width": scenario.width,
-                        "steps": scenario.steps, "guidance": scenario.guidance},
-        "onnx_opset": ONNX_OPSET, "versions": versions, "gpu": gpu,
+        "calibration": {
+            "prompts": list(calib_prompts),
+            "height": scenario.height,
+            "width": scenario.width,
+            "steps": scenario.steps,
+            "guidance": scenario.guidance,
+        },
+        "onnx_opset": ONNX_OPSET,
+        "versions": versions,
+        "gpu": gpu,
     }
     blob = json.dumps(fields, sort_keys=True, default=repr).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
@@ -126,9 +137,14 @@ def dummy_inputs(spec: IOSpec, device, guidance: float = 3.5) -> dict:
 # Batch and token axes stay symbolic in the ONNX graph, as in Model Optimizer's FLUX export; the engine's
 # optimization profile then pins them to the scenario (min = opt = max).
 DYNAMIC_AXES = {
-    "hidden_states": {0: "batch", 1: "image_tokens"}, "encoder_hidden_states": {0: "batch", 1: "text_tokens"},
-    "pooled_projections": {0: "batch"}, "timestep": {0: "batch"}, "img_ids": {0: "image_tokens"},
-    "txt_ids": {0: "text_tokens"}, "guidance": {0: "batch"}, "latent": {0: "batch", 1: "image_tokens"},
+    "hidden_states": {0: "batch", 1: "image_tokens"},
+    "encoder_hidden_states": {0: "batch", 1: "text_tokens"},
+    "pooled_projections": {0: "batch"},
+    "timestep": {0: "batch"},
+    "img_ids": {0: "image_tokens"},
+    "txt_ids": {0: "text_tokens"},
+    "guidance": {0: "batch"},
+    "latent": {0: "batch", 1: "image_tokens"},
 }
 
 
@@ -139,18 +155,29 @@ def export_onnx(transformer, spec: IOSpec, path: Path, guidance: float = 3.5) ->
     with torch.inference_mode():
         # The legacy TorchScript exporter (dynamo=False) is the one modelopt's FP8 symbolics target.
         torch.onnx.export(
-            transformer, (), str(path), kwargs={**feeds, "return_dict": False},
-            input_names=[s.name for s in spec.inputs], output_names=[spec.output.name],
+            transformer,
+            (),
+            str(path),
+            kwargs={**feeds, "return_dict": False},
+            input_names=[s.name for s in spec.inputs],
+            output_names=[spec.output.name],
             dynamic_axes={name: DYNAMIC_AXES[name] for name in [*feeds, spec.output.name]},
-            opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False,
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
     return path
 
 
 def torch_dtype_of(trt, trt_dtype):
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-             trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32,
-             trt.DataType.INT64: torch.int64, trt.DataType.BOOL: torch.bool}
+    table = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.BF16: torch.bfloat16,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT64: torch.int64,
+        trt.DataType.BOOL: torch.bool,
+    }
     return table[trt_dtype]
 
 
@@ -257,24 +284,46 @@ class TRTTransformer(torch.nn.Module):
         # diffusers' cache hooks key their state by this name; an engine holds no cache to switch.
         yield
 
-    def forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, timestep=None,
-                img_ids=None, txt_ids=None, guidance=None, joint_attention_kwargs=None,
-                controlnet_block_samples=None, controlnet_single_block_samples=None, return_dict=True,
-                controlnet_blocks_repeat=False):
-        if joint_attention_kwargs or controlnet_block_samples is not None \
-                or controlnet_single_block_samples is not None:
+    def forward(
+        self,
+        hidden_states,
+        encoder_hidden_states=None,
+        pooled_projections=None,
+        timestep=None,
+        img_ids=None,
+        txt_ids=None,
+        guidance=None,
+        joint_attention_kwargs=None,
+        controlnet_block_samples=None,
+        controlnet_single_block_samples=None,
+        return_dict=True,
+        controlnet_blocks_repeat=False,
+    ):
+        if (
+            joint_attention_kwargs
+            or controlnet_block_samples is not None
+            or controlnet_single_block_samples is not None
+        ):
             raise ValueError("the TensorRT transformer takes no joint_attention_kwargs or controlnet inputs")
-        given = {"hidden_states": hidden_states, "encoder_hidden_states": encoder_hidden_states,
-                 "pooled_projections": pooled_projections, "timestep": timestep, "img_ids": img_ids,
-                 "txt_ids": txt_ids, "guidance": guidance}
+        given = {
+            "hidden_states": hidden_states,
+            "encoder_hidden_states": encoder_hidden_states,
+            "pooled_projections": pooled_projections,
+            "timestep": timestep,
+            "img_ids": img_ids,
+            "txt_ids": txt_ids,
+            "guidance": guidance,
+        }
         feeds = {}
         for s in self.spec.inputs:
             tensor = given[s.name]
             if tensor is None:
                 raise ValueError(f"{s.name} is required by the engine")
             if tuple(tensor.shape) != s.shape:
-                raise ValueError(f"{s.name} has shape {tuple(tensor.shape)} but the engine was built for "
-                                 f"{s.shape}; an engine only serves the scenario it was built for")
+                raise ValueError(
+                    f"{s.name} has shape {tuple(tensor.shape)} but the engine was built for "
+                    f"{s.shape}; an engine only serves the scenario it was built for"
+                )
             feeds[s.name] = tensor.to(device=self._device, dtype=getattr(torch, s.dtype)).contiguous()
         sample = self.runner(feeds)[self.spec.output.name]
         if not return_dict:

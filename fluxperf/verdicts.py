@@ -18,7 +18,7 @@ from fluxperf.rules import FAIL, INCONCLUSIVE, PASS, SKIP, WARN
 
 @dataclass(frozen=True)
 class Verdict:
-    status: str                   # PASS | FAIL | INCONCLUSIVE | WARN | SKIP
+    status: str  # PASS | FAIL | INCONCLUSIVE | WARN | SKIP
     message: str
     details: dict = field(default_factory=dict)
 
@@ -37,8 +37,9 @@ def not_judged_on_speed(name: str) -> Verdict:
     return Verdict(FAIL, messages.not_judged_on_speed(name))
 
 
-def judge_speed(name: str, now, base, tol: float, ctx: Context, eager_bound: str = "unknown",
-                final: bool = False) -> Verdict:
+def judge_speed(
+    name: str, now, base, tol: float, ctx: Context, eager_bound: str = "unknown", final: bool = False
+) -> Verdict:
     """One speed verdict on these timings (fluxperf.result.Timings) against the baseline's."""
     status, details = rules.speed(now, base, tol, eager_bound, final)
     return Verdict(status, messages.speed(name, status, details, ctx), details)
@@ -48,8 +49,9 @@ def judge_speed(name: str, now, base, tol: float, ctx: Context, eager_bound: str
 MoreRounds = Callable[[int, int], object]
 
 
-def speed(name: str, timings, entry, ctx: Context, rounds: int, max_rounds: int, eager_bound: str,
-          more: MoreRounds) -> tuple[Verdict, object]:
+def speed(
+    name: str, timings, entry, ctx: Context, rounds: int, max_rounds: int, eager_bound: str, more: MoreRounds
+) -> tuple[Verdict, object]:
     """Did the optimization regress? Judge; while INCONCLUSIVE, take `rounds` more rounds (both sides) from `more`,
     up to `max_rounds`. A FAIL on the first `rounds` alone is confirmed with `rounds` more: a stretch of disturbed
     calls (another process on the machine) can cover a whole first set, and rarely a second one as well. A verdict
@@ -98,8 +100,7 @@ def peak_memory(result, entry, ctx: Context) -> Verdict:
 
 def quality_floor(result, metric: str, floor: float, prompts) -> Verdict:
     """Every image meets the variant's floor against eager's image of the same prompt and seed."""
-    status, details = rules.quality_floor(result.quality.scores[metric].values, floor,
-                                          METRICS[metric].higher_is_better)
+    status, details = rules.quality_floor(result.quality.scores[metric].values, floor, METRICS[metric].higher_is_better)
     return Verdict(status, messages.quality_floor(result, metric, status, details, prompts), details)
 
 
@@ -122,8 +123,9 @@ def quality_baseline(result, metric: str, entry, ctx: Context, prompts) -> Verdi
     case = _quality_skip(result, metric, entry)
     if case:
         return Verdict(SKIP, messages.quality_skipped(result, metric, case, base))
-    status, details = rules.quality_baseline(result.quality.scores[metric], base, entry.tolerance[metric],
-                                             METRICS[metric].higher_is_better)
+    status, details = rules.quality_baseline(
+        result.quality.scores[metric], base, entry.tolerance[metric], METRICS[metric].higher_is_better
+    )
     return Verdict(status, messages.quality_baseline(result, metric, status, details, ctx, prompts), details)
 
 
@@ -132,10 +134,27 @@ def fidelity(result) -> Verdict:
     f = result.quality.fidelity or {"skipped": messages.no_fidelity(result.name)}
     if "skipped" in f:
         return Verdict(SKIP, f["skipped"])
-    return Verdict(f["status"], messages.fidelity(result.name, f["status"], f["details"], f["floor"]["method"]),
-                   f["details"])
+    return Verdict(
+        f["status"], messages.fidelity(result.name, f["status"], f["details"], f["floor"]["method"]), f["details"]
+    )
 
 
-__all__ = ["Verdict", "Context", "steps", "speed", "judge_speed", "stack", "judge_stack", "peak_memory",
-           "quality_floor", "quality_baseline", "fidelity", "eager_bound", "PASS", "FAIL", "INCONCLUSIVE", "WARN",
-           "SKIP"]
+__all__ = [
+    "Verdict",
+    "Context",
+    "steps",
+    "speed",
+    "judge_speed",
+    "stack",
+    "judge_stack",
+    "peak_memory",
+    "quality_floor",
+    "quality_baseline",
+    "fidelity",
+    "eager_bound",
+    "PASS",
+    "FAIL",
+    "INCONCLUSIVE",
+    "WARN",
+    "SKIP",
+]

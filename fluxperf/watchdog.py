@@ -25,16 +25,18 @@ class PhaseTimeout(Exception):
 
     def __init__(self, phase: str, limit_s: float, elapsed_s: float, option: str):
         self.phase, self.limit_s, self.elapsed_s, self.option = phase, limit_s, elapsed_s, option
-        super().__init__(f"{phase} was stopped after {elapsed_s:.0f} s, past its limit of {limit_s:g} s "
-                         f"({option}={limit_s:g}); the session goes on with the next variant. If it is expected to "
-                         f"take longer, raise the limit with {option}=SECONDS (0: no limit)")
+        super().__init__(
+            f"{phase} was stopped after {elapsed_s:.0f} s, past its limit of {limit_s:g} s "
+            f"({option}={limit_s:g}); the session goes on with the next variant. If it is expected to "
+            f"take longer, raise the limit with {option}=SECONDS (0: no limit)"
+        )
 
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-_active: list[tuple[float, str, float, str]] = []   # (deadline, phase, limit_s, option), innermost last
+_active: list[tuple[float, str, float, str]] = []  # (deadline, phase, limit_s, option), innermost last
 
 
 def _arm() -> None:
@@ -76,8 +78,9 @@ def limit(seconds: float | None, phase: str, option: str) -> Iterator[None]:
 
 
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"fluxperf: {signal.Signals(signum).name} received: ending the session and writing "
-                            "the reports of what finished")
+    raise KeyboardInterrupt(
+        f"fluxperf: {signal.Signals(signum).name} received: ending the session and writing the reports of what finished"
+    )
 
 
 def on_terminate() -> object | None:

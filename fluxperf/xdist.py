@@ -12,8 +12,8 @@ import pytest
 # Modes whose scheduler fluxperf replaces; the others (each, loadscope, loadfile, worksteal) would run
 # one variant's tests on several workers, each building and timing it again.
 VARIANT_DIST = ("load", "loadgroup")
-WORKER_RESULTS = pytest.StashKey[dict]()   # controller: {worker id: results dict}, from pytest_testnodedown
-WORKERS_DOWN = pytest.StashKey[dict]()     # controller: {worker id: error or None}
+WORKER_RESULTS = pytest.StashKey[dict]()  # controller: {worker id: results dict}, from pytest_testnodedown
+WORKERS_DOWN = pytest.StashKey[dict]()  # controller: {worker id: error or None}
 
 
 def worker_id(config) -> str | None:
@@ -26,8 +26,12 @@ def worker_id(config) -> str | None:
 def is_controller(config) -> bool:
     """The process that hands tests to xdist workers: it runs none itself, and merges their results."""
     # xdist's own test (xdist.plugin._is_distribution_mode), which holds from pytest_cmdline_main on.
-    return (worker_id(config) is None and config.pluginmanager.hasplugin("xdist")
-            and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None)))
+    return (
+        worker_id(config) is None
+        and config.pluginmanager.hasplugin("xdist")
+        and config.getoption("dist", "no") != "no"
+        and bool(config.getoption("tx", None))
+    )
 
 
 def selects_gpu_suite(config) -> bool:
@@ -59,26 +63,33 @@ def variant_of_nodeid(nodeid: str, names) -> str | None:
         return group
     if not nodeid.endswith("]") or "[" not in nodeid:
         return None
-    return next((part for part in nodeid[nodeid.rindex("[") + 1:-1].split("-") if part in names), None)
+    return next((part for part in nodeid[nodeid.rindex("[") + 1 : -1].split("-") if part in names), None)
 
 
 def check_dist(dist) -> None:
     if dist not in VARIANT_DIST:
-        raise pytest.UsageError(f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
-                                "variant is built and timed on one worker, and its tests must run where it was built")
+        raise pytest.UsageError(
+            f"fluxperf under pytest-xdist needs --dist load or loadgroup, not {dist}: each "
+            "variant is built and timed on one worker, and its tests must run where it was built"
+        )
 
 
 def check_gpus(workers: int) -> None:
     """One worker per GPU at most, and one GPU model: baselines key on the model, never on the index."""
     import torch
+
     count = torch.cuda.device_count()
     if 1 <= count < workers:
-        raise pytest.UsageError(f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
-                                "time each other's work. Use -n auto (one worker per visible GPU) or fewer")
+        raise pytest.UsageError(
+            f"-n {workers} puts {workers} workers on {count} GPU(s): workers sharing a GPU "
+            "time each other's work. Use -n auto (one worker per visible GPU) or fewer"
+        )
     models = {torch.cuda.get_device_name(i) for i in range(count)}
     if len(models) > 1:
-        raise pytest.UsageError(f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
-                                "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model")
+        raise pytest.UsageError(
+            f"the visible GPUs are different models ({', '.join(sorted(models))}); baselines "
+            "key on the GPU model. Set CUDA_VISIBLE_DEVICES to GPUs of one model"
+        )
 
 
 class XdistPlugin:
@@ -92,6 +103,7 @@ class XdistPlugin:
         """-n auto for the gpu suite on CUDA: one worker per visible GPU; xdist's CPU count otherwise."""
         if selects_gpu_suite(config) and config.getoption("fluxperf_device") in ("cuda", "auto"):
             import torch
+
             if torch.cuda.device_count() > 0:
                 return torch.cuda.device_count()
         return None
@@ -143,6 +155,7 @@ def check_controller(config, device: str) -> None:
     if device != "cuda":
         return
     import torch
+
     if torch.cuda.device_count() > 0:
         check_gpus(len(config.getoption("tx")))
 

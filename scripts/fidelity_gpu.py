@@ -65,8 +65,7 @@ def run(scenario, names=VARIANTS, rounds: int = 5, seed: int = 0, say=print, pip
     floor = fidelity.noise_floor(trajectory, pipe.transformer)
     timing.synchronize(device)
     floor_s = time.perf_counter() - t
-    say(f"floor ({floor.reference_dtype} reference) in {floor_s:.1f} s: "
-        + " ".join(f"{v:.3g}" for v in floor.values))
+    say(f"floor ({floor.reference_dtype} reference) in {floor_s:.1f} s: " + " ".join(f"{v:.3g}" for v in floor.values))
 
     results: dict = {}
     built: dict = {}
@@ -112,11 +111,17 @@ def run(scenario, names=VARIANTS, rounds: int = 5, seed: int = 0, say=print, pip
         results["compile_emulate_casts"]["vs_compile"] = statistics.median(ratios)
 
     import diffusers
+
     return {
         "scenario": {**scenario.key(), "device": device, "prompt": scenario.prompts[0], "seed": seed},
-        "device_name": environment.device_name(device), "torch": torch.__version__,
-        "diffusers": diffusers.__version__, "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
-        "k": fidelity.K, "floor": floor.to_dict(), "floor_s": floor_s, "trajectory_mb": trajectory.nbytes / 1e6,
+        "device_name": environment.device_name(device),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "k": fidelity.K,
+        "floor": floor.to_dict(),
+        "floor_s": floor_s,
+        "trajectory_mb": trajectory.nbytes / 1e6,
         "variants": results,
     }
 
@@ -130,28 +135,41 @@ def _spread(xs: list[float]) -> str:
 
 def tables(data: dict) -> str:
     """Per-step tables, then one summary table, as Markdown."""
-    out = [f"# Fidelity step by step: {data['scenario']['model']} {data['scenario']['height']}x"
-           f"{data['scenario']['width']}, {data['scenario']['steps']} steps, guidance {data['scenario']['guidance']}, "
-           f"{data['scenario']['dtype']} on {data['device_name']} (torch {data['torch']}, diffusers "
-           f"{data['diffusers']})",
-           "", f"Floor: {data['floor']['method']}; computed in {data['floor_s']:.1f} s. "
-               f"Bound: error vs ref <= k × floor, k = {data['k']:g}.",
-           ]
+    out = [
+        f"# Fidelity step by step: {data['scenario']['model']} {data['scenario']['height']}x"
+        f"{data['scenario']['width']}, {data['scenario']['steps']} steps, guidance {data['scenario']['guidance']}, "
+        f"{data['scenario']['dtype']} on {data['device_name']} (torch {data['torch']}, diffusers "
+        f"{data['diffusers']})",
+        "",
+        f"Floor: {data['floor']['method']}; computed in {data['floor_s']:.1f} s. "
+        f"Bound: error vs ref <= k × floor, k = {data['k']:g}.",
+    ]
     if data["scenario"]["model"] in ("tiny", "synthetic"):
-        out.append(f"Random weights: these floors and ratios are the {data['scenario']['model']} model's, not "
-                   f"FLUX.1-dev's.")
+        out.append(
+            f"Random weights: these floors and ratios are the {data['scenario']['model']} model's, not FLUX.1-dev's."
+        )
     for name, entry in data["variants"].items():
         if "details" not in entry:
             continue
-        out += ["", f"## {name}", "", "| step | floor | error vs ref | ratio | error vs eager | cosine vs eager |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"## {name}",
+            "",
+            "| step | floor | error vs ref | ratio | error vs eager | cosine vs eager |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in entry["details"]["steps"]:
-            out.append(f"| {row['step']} | {row['floor']:.4g} | {row['error_vs_ref']:.4g} | {row['ratio']:.2f} | "
-                       f"{row['error_vs_eager']:.4g} | {row['cosine_vs_eager']:.6f} |")
-    out += ["", "## Summary", "",
-            "| variant | status | ratio min / median / max | first step past the bound | build s | latency "
-            "| vs compile |",
-            "|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {row['step']} | {row['floor']:.4g} | {row['error_vs_ref']:.4g} | {row['ratio']:.2f} | "
+                f"{row['error_vs_eager']:.4g} | {row['cosine_vs_eager']:.6f} |"
+            )
+    out += [
+        "",
+        "## Summary",
+        "",
+        "| variant | status | ratio min / median / max | first step past the bound | build s | latency | vs compile |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, entry in data["variants"].items():
         if "skipped" in entry:
             out.append(f"| {name} | skipped: {entry['skipped']} | | | | | |")
@@ -159,9 +177,11 @@ def tables(data: dict) -> str:
         d = entry["details"]
         first = d["first_failure"]["step"] if d["first_failure"] else "–"
         vs = f"{entry['vs_compile'] - 1:+.1%} (median of paired rounds)" if "vs_compile" in entry else ""
-        out.append(f"| {name} | {entry['status']} | {d['ratio_min']:.2f} / {d['ratio_median']:.2f} / "
-                   f"{d['ratio_max']:.2f} | {first} | {entry['build_s']:.1f} | {_spread(entry.get('latency_s', []))} "
-                   f"| {vs} |")
+        out.append(
+            f"| {name} | {entry['status']} | {d['ratio_min']:.2f} / {d['ratio_median']:.2f} / "
+            f"{d['ratio_max']:.2f} | {first} | {entry['build_s']:.1f} | {_spread(entry.get('latency_s', []))} "
+            f"| {vs} |"
+        )
     return "\n".join(out)
 
 
@@ -186,11 +206,20 @@ def main(argv=None) -> int:
 
     from fluxperf.scenario import Scenario, shipped_prompts
 
-    scenario = Scenario(model=args.model, height=args.height, width=args.width, steps=args.steps,
-                        guidance=args.guidance, dtype=args.dtype, device=args.device, prompts=shipped_prompts()[:1])
+    scenario = Scenario(
+        model=args.model,
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        guidance=args.guidance,
+        dtype=args.dtype,
+        device=args.device,
+        prompts=shipped_prompts()[:1],
+    )
     t0 = time.perf_counter()
-    data = run(scenario, [n for n in args.variants.split(",") if n], args.rounds, args.seed,
-               lambda text: _say(t0, text))
+    data = run(
+        scenario, [n for n in args.variants.split(",") if n], args.rounds, args.seed, lambda text: _say(t0, text)
+    )
     data["wall_s"] = time.perf_counter() - t0
     print(tables(data))
     print(f"\nwall {data['wall_s']:.0f} s")

@@ -42,8 +42,10 @@ def neighbour(duty: float, burst_ms: float, seconds: float, log: str | None) -> 
         if log and time.monotonic() - last > 10:
             last = time.monotonic()
             with open(log, "a") as fh:
-                fh.write(f"t={last - t0:.0f}s achieved duty {busy_ms / 1e3 / (last - t0):.3f} "
-                         f"({reps} matmuls of {per_mm_ms:.3f} ms per burst)\n")
+                fh.write(
+                    f"t={last - t0:.0f}s achieved duty {busy_ms / 1e3 / (last - t0):.3f} "
+                    f"({reps} matmuls of {per_mm_ms:.3f} ms per burst)\n"
+                )
 
 
 def check() -> None:
@@ -51,8 +53,10 @@ def check() -> None:
     from fluxperf.contention import Sensor
 
     sensor = Sensor("cuda")
-    print(f"NVML: {sensor.why_not_gpu or 'ok'}; sample period "
-          f"{sensor.nvml.period_s if sensor.nvml else None} s; quiet window {sensor.window_s} s")
+    print(
+        f"NVML: {sensor.why_not_gpu or 'ok'}; sample period "
+        f"{sensor.nvml.period_s if sensor.nvml else None} s; quiet window {sensor.window_s} s"
+    )
     if not sensor.window_s:
         return
     import torch
@@ -70,8 +74,10 @@ def check() -> None:
         proc.kill()
     print(f"quiet windows alone: {alone}")
     print(f"quiet windows beside a 20% neighbour: {beside}")
-    print(f"other compute processes: {reading.gpu_other_procs}; clock events: {reading.clock_events}; "
-          f"runqueue wait over 0.5 s: {reading.runq_wait_s}; CPU pressure: {reading.cpu_pressure_s}")
+    print(
+        f"other compute processes: {reading.gpu_other_procs}; clock events: {reading.clock_events}; "
+        f"runqueue wait over 0.5 s: {reading.runq_wait_s}; CPU pressure: {reading.cpu_pressure_s}"
+    )
 
 
 if __name__ == "__main__":

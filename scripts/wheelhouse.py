@@ -26,20 +26,46 @@ def main() -> int:
     ap.add_argument("--dest", default="wheelhouse")
     ap.add_argument("--extra", action="append", default=[], help="also an optional extra, e.g. test")
     args = ap.parse_args()
-    target = ["--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
-              "--platform", args.platform, "--platform", "manylinux2014_x86_64"]
+    target = [
+        "--only-binary=:all:",
+        "--python-version",
+        args.python_version,
+        "--implementation",
+        "cp",
+        "--platform",
+        args.platform,
+        "--platform",
+        "manylinux2014_x86_64",
+    ]
     # Resolve the whole dependency closure for the target first (metadata only, nothing installed),
     # then download everything except what the host provides, each wheel without its dependencies.
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                               "--target", tmp, "--report", str(report), *target, *requirements(args.extra)])
-        resolved = [f"{p['metadata']['name']}=={p['metadata']['version']}"
-                    for p in json.loads(report.read_text())["install"]]
+        subprocess.check_call(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--target",
+                tmp,
+                "--report",
+                str(report),
+                *target,
+                *requirements(args.extra),
+            ]
+        )
+        resolved = [
+            f"{p['metadata']['name']}=={p['metadata']['version']}" for p in json.loads(report.read_text())["install"]
+        ]
     wanted = [r for r in resolved if not r.lower().startswith(HOST_PROVIDED)]
     print(f"downloading {len(wanted)} wheels into {args.dest} (skipping host-provided torch/CUDA packages)")
-    return subprocess.call([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", args.dest,
-                            *target, *wanted])
+    return subprocess.call(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", args.dest, *target, *wanted]
+    )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def in_this_process(pytester, monkeypatch, heavy_imports):
                 return pytester.runpytest_inprocess(*args)
         finally:
             torch.set_num_threads(threads)
+
     return run
 
 
@@ -91,11 +92,15 @@ def suite(pytester, monkeypatch, inductor_cache, in_this_process):
         else:
             monkeypatch.delenv("FLUXPERF_TEST_SLOWDOWN", raising=False)
         cache, base, rep = (pytester.path / d for d in ("cache", "baselines", "reports"))
-        args = (*SMALL, f"--fluxperf-cache-dir={cache}", f"--fluxperf-baseline-dir={base}",
-                f"--fluxperf-report-dir={rep}", *args)
+        args = (
+            *SMALL,
+            f"--fluxperf-cache-dir={cache}",
+            f"--fluxperf-baseline-dir={base}",
+            f"--fluxperf-report-dir={rep}",
+            *args,
+        )
         return run.exactly(*args) if inprocess else pytester.runpytest_subprocess(*args)
+
     run.exactly = in_this_process
     run.reports = pytester.path / "reports"
     return run
-
-

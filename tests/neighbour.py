@@ -61,6 +61,6 @@ def long_slowdown(rng, duty: float, kappa: float, work_s: float) -> float:
     cycle = on_mean / duty
     off_var = (cycle - on_mean) ** 2
     span = work_s / (1 - kappa * duty)
-    sd = ((on_var * (1 - duty) ** 2 + off_var * duty ** 2) / (span / cycle)) ** 0.5 / cycle
+    sd = ((on_var * (1 - duty) ** 2 + off_var * duty**2) / (span / cycle)) ** 0.5 / cycle
     share = min(max(rng.normal(duty, sd), 0.0), 0.99)
     return 1.0 / (1.0 - kappa * share)

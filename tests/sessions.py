@@ -63,9 +63,22 @@ def wedged(pipe, scenario, params):
     return pipe
 '''
 
-SMALL = ["-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64", "--fluxperf-width=64",
-         "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=3", "--fluxperf-max-rounds=6",
-         "--fluxperf-lpips-random-backbone", "-p", "no:cacheprovider", "-W", "ignore::UserWarning"]
+SMALL = [
+    "-m",
+    "gpu",
+    "--fluxperf-device=cpu",
+    "--fluxperf-height=64",
+    "--fluxperf-width=64",
+    "--fluxperf-steps=4",
+    "--fluxperf-num-prompts=2",
+    "--fluxperf-rounds=3",
+    "--fluxperf-max-rounds=6",
+    "--fluxperf-lpips-random-backbone",
+    "-p",
+    "no:cacheprovider",
+    "-W",
+    "ignore::UserWarning",
+]
 
 
 # While a baseline is written every verdict against it skips: eager's stack and memory checks, and twin's speed,

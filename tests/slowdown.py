@@ -31,6 +31,7 @@ class Slowed:
 def _slowed(original, fraction: float):
     def build(pipe, scenario, params):
         return Slowed(original.build(pipe, scenario, params), fraction, scenario.device)
+
     return dataclasses.replace(original, build=build)
 
 

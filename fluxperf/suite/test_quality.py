@@ -18,11 +18,19 @@ def _matches_eager(metric):
         bench, result = fluxperf_bench, variant_run.result
         if metric.name in result.quality.errors:
             pytest.fail(result.quality.errors[metric.name], pytrace=False)
-        conclude(bench, result.name, f"{metric.name}_floor", verdicts.quality_floor(
-            result, metric.name, floor(bench, result, metric.name), bench.scenario.prompts))
+        conclude(
+            bench,
+            result.name,
+            f"{metric.name}_floor",
+            verdicts.quality_floor(result, metric.name, floor(bench, result, metric.name), bench.scenario.prompts),
+        )
         entry = baseline_for(bench, result.name)
-        conclude(bench, result.name, metric.name, verdicts.quality_baseline(
-            result, metric.name, entry, context(bench, result.name), bench.scenario.prompts))
+        conclude(
+            bench,
+            result.name,
+            metric.name,
+            verdicts.quality_baseline(result, metric.name, entry, context(bench, result.name), bench.scenario.prompts),
+        )
 
     test.__name__ = test.__qualname__ = f"test_{metric.test}_matches_eager"
     return test
@@ -53,4 +61,5 @@ def test_judged_images_are_the_timed_images(variant_run, fluxperf_bench):
         psnr = quality.per_image(timed, judged)["psnr_db"][0]
         assert psnr >= 60 or math.isinf(psnr), (
             f"{result.name}: the timed call's image for prompt {item[0]}, seed {item[1]} differs from the judged "
-            f"one (PSNR {psnr:.1f} dB): the variant is not deterministic across calls")
+            f"one (PSNR {psnr:.1f} dB): the variant is not deterministic across calls"
+        )

@@ -14,13 +14,22 @@ def test_benchmark(variant_run, fluxperf_bench, benchmark):
     item = bench.scenario.items[0]
     speedup = result.timings.speedup()
     benchmark.extra_info.update(
-        variant=result.name, scenario=bench.scenario.slug, model_source=bench.scenario.model,
-        model_note=report.model_banner(bench.scenario.model), gpu=bench.env["gpu"],
-        peak_mem_gb=result.timings.peak_mem_gb, build_s=result.timings.build_s,
-        speedup_vs_eager=speedup.value if speedup else None)
+        variant=result.name,
+        scenario=bench.scenario.slug,
+        model_source=bench.scenario.model,
+        model_note=report.model_banner(bench.scenario.model),
+        gpu=bench.env["gpu"],
+        peak_mem_gb=result.timings.peak_mem_gb,
+        build_s=result.timings.build_s,
+        speedup_vs_eager=speedup.value if speedup else None,
+    )
     # The fixture already warmed the variant up: nothing here compiles.
-    benchmark.pedantic(lambda: timing.timed(lambda: bench.render(variant_run.pipe, item), bench.device),
-                       rounds=3, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(
+        lambda: timing.timed(lambda: bench.render(variant_run.pipe, item), bench.device),
+        rounds=3,
+        iterations=1,
+        warmup_rounds=0,
+    )
 
 
 @pytest.mark.fluxperf_variants("all")
@@ -38,8 +47,16 @@ def test_speedup_holds(variant_run, fluxperf_bench):
         conclude(bench, result.name, "speedup", verdicts.not_judged_on_speed(result.name))
     eager_bound = verdicts.eager_bound(bench.results.get("eager"), baselines.entry(bench.baseline, "eager"))
     s = bench.settings
-    verdict, result.timings = verdicts.speed(result.name, result.timings, entry, context(bench, result.name),
-                                             s.rounds, s.max_rounds, eager_bound, variant_run.more_rounds)
+    verdict, result.timings = verdicts.speed(
+        result.name,
+        result.timings,
+        entry,
+        context(bench, result.name),
+        s.rounds,
+        s.max_rounds,
+        eager_bound,
+        variant_run.more_rounds,
+    )
     conclude(bench, result.name, "speedup", verdict)
 
 
@@ -50,7 +67,9 @@ def test_stack_speed_holds(variant_run, fluxperf_bench):
     if not result.timed:
         pytest.skip(f"{result.name} is quality-only: slower than eager by design, never judged on speed")
     entry = baseline_for(bench, result.name)
-    conclude(bench, result.name, "stack", verdicts.stack(result.name, result.timings, entry, context(bench, result.name)))
+    conclude(
+        bench, result.name, "stack", verdicts.stack(result.name, result.timings, entry, context(bench, result.name))
+    )
 
 
 @pytest.mark.fluxperf_variants("all")

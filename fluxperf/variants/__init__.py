@@ -61,9 +61,17 @@ class Variant:
 _REGISTRY: dict[str, Variant] = {}
 
 
-def register(name: str, *, lossless: bool = False, timed: bool = True, in_place: bool = False,
-             params: dict[str, Any] | None = None, check: Callable[[Any, dict], None] | None = None,
-             libraries: tuple[str, ...] = (), adaptive: bool = False):
+def register(
+    name: str,
+    *,
+    lossless: bool = False,
+    timed: bool = True,
+    in_place: bool = False,
+    params: dict[str, Any] | None = None,
+    check: Callable[[Any, dict], None] | None = None,
+    libraries: tuple[str, ...] = (),
+    adaptive: bool = False,
+):
     """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults;
     `check(scenario, params)` raises Unavailable when the variant can't run in this session."""
 
@@ -71,8 +79,18 @@ def register(name: str, *, lossless: bool = False, timed: bool = True, in_place:
         if name in _REGISTRY:
             raise ValueError(f"variant {name!r} registered twice")
         doc = (build.__module__ and importlib.import_module(build.__module__).__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Variant(name, build, doc[0] if doc else "", lossless, timed, in_place, dict(params or {}),
-                                  check, tuple(libraries), adaptive)
+        _REGISTRY[name] = Variant(
+            name,
+            build,
+            doc[0] if doc else "",
+            lossless,
+            timed,
+            in_place,
+            dict(params or {}),
+            check,
+            tuple(libraries),
+            adaptive,
+        )
         return build
 
     return wrap
@@ -98,8 +116,9 @@ def _load_all() -> None:
         try:
             ep.load()
         except Exception as exc:
-            raise RegistryError(f"the {ENTRY_POINTS} entry point {ep.name} = {ep.value} failed to import: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise RegistryError(
+                f"the {ENTRY_POINTS} entry point {ep.name} = {ep.value} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def names() -> list[str]:

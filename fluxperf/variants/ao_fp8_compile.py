@@ -87,15 +87,21 @@ def check_fp8(name: str, scenario, params, recipe: str) -> None:
     compile_options(params)
     device = torch.device(scenario.device)
     if device.type != "cuda":
-        raise Unavailable(f"{name} needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell) for "
-                          f"torchao's float8 matmuls; this session runs on {scenario.device}")
+        raise Unavailable(
+            f"{name} needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell) for "
+            f"torchao's float8 matmuls; this session runs on {scenario.device}"
+        )
     capability = torch.cuda.get_device_capability(device)
     if capability < (8, 9):
-        raise Unavailable(f"{name} needs CUDA compute capability 8.9 or newer for torchao's float8 matmuls; "
-                          f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}")
+        raise Unavailable(
+            f"{name} needs CUDA compute capability 8.9 or newer for torchao's float8 matmuls; "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
+        )
     if recipe == "row" and scenario.dtype != "bfloat16":
-        raise Unavailable(f"{name} quantizes rowwise, which torchao only does from bfloat16 weights; this session "
-                          f"runs in {scenario.dtype} (use --fluxperf-dtype=bfloat16)")
+        raise Unavailable(
+            f"{name} quantizes rowwise, which torchao only does from bfloat16 weights; this session "
+            f"runs in {scenario.dtype} (use --fluxperf-dtype=bfloat16)"
+        )
     require("torchao", INSTALL)
 
 
@@ -105,8 +111,11 @@ def fused_away(transformer) -> set[str]:
     for name, module in transformer.named_modules():
         if not getattr(module, "fused_projections", False):
             continue
-        for fused, parts in (("to_qkv", ("to_q", "to_k", "to_v")), ("to_kv", ("to_k", "to_v")),
-                             ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+        for fused, parts in (
+            ("to_qkv", ("to_q", "to_k", "to_v")),
+            ("to_kv", ("to_k", "to_v")),
+            ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+        ):
             if hasattr(module, fused):
                 unused.update(f"{name}.{part}" for part in parts if getattr(module, part, None) is not None)
     return unused
@@ -121,8 +130,7 @@ def _selected(min_features: int, exclude: tuple[str, ...] = (), unused: set[str]
         # _scaled_mm needs both dimensions to be multiples of 16. torchao's dynamic recipes skip other linears
         # themselves; the static one would fail at run time instead, so all three are held to it here.
         dims = (module.in_features, module.out_features)
-        return (all(d % 16 == 0 for d in dims) and min(dims) >= min_features
-                and fqn.split(".")[0] not in exclude)
+        return all(d % 16 == 0 for d in dims) and min(dims) >= min_features and fqn.split(".")[0] not in exclude
 
     return keep
 
@@ -132,8 +140,11 @@ def quantized_linears(module) -> list[str]:
     import torch
     from torchao.utils import TorchAOBaseTensor
 
-    return [name for name, m in module.named_modules()
-            if isinstance(m, torch.nn.Linear) and isinstance(m.weight, TorchAOBaseTensor)]
+    return [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.Linear) and isinstance(m.weight, TorchAOBaseTensor)
+    ]
 
 
 def calibrate(pipe, scenario, calib_size: int) -> None:
@@ -148,9 +159,16 @@ def calibrate(pipe, scenario, calib_size: int) -> None:
         # Seeds beyond the scenario's, as modelopt_fp8 calibrates: the judged latents are never seen here.
         generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
         with torch.no_grad():
-            pipe(prompt=prompt, height=scenario.height, width=scenario.width, num_inference_steps=scenario.steps,
-                 guidance_scale=scenario.guidance, generator=generator, output_type="latent",
-                 max_sequence_length=max_sequence_length(pipe))
+            pipe(
+                prompt=prompt,
+                height=scenario.height,
+                width=scenario.width,
+                num_inference_steps=scenario.steps,
+                guidance_scale=scenario.guidance,
+                generator=generator,
+                output_type="latent",
+                max_sequence_length=max_sequence_length(pipe),
+            )
 
 
 def quantize(pipe, scenario, params, recipe: str) -> list[str]:
@@ -172,8 +190,9 @@ def quantize(pipe, scenario, params, recipe: str) -> list[str]:
     # copy of them would cost memory, and the static recipe's observers on them would never see an input.
     unused = fused_away(transformer)
     if recipe in ("row", "tensor"):
-        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if recipe == "row" else PerTensor(),
-                                                           set_inductor_config=False)
+        config = Float8DynamicActivationFloat8WeightConfig(
+            granularity=PerRow() if recipe == "row" else PerTensor(), set_inductor_config=False
+        )
         quantize_(transformer, config, filter_fn=_selected(min_features, unused=unused))
     elif recipe == "static":
         from fluxperf import fp8
@@ -186,8 +205,10 @@ def quantize(pipe, scenario, params, recipe: str) -> list[str]:
         raise ValueError(f"unknown fp8 recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     names = quantized_linears(transformer)
     if not names:
-        raise RuntimeError(f"fp8 ({recipe}) quantized no linear of the transformer: ao_fp8_min_features="
-                           f"{min_features} excludes them all")
+        raise RuntimeError(
+            f"fp8 ({recipe}) quantized no linear of the transformer: ao_fp8_min_features="
+            f"{min_features} excludes them all"
+        )
     progress.say(f"fp8 ({recipe}) on {len(names)} linears")
     return names
 
@@ -199,14 +220,21 @@ def _quantize_static(pipe, scenario, params, keep, progress) -> None:
     from torchao.quantization import Float8StaticActivationFloat8WeightConfig, quantize_
 
     transformer = pipe.transformer
-    quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="prepare", set_inductor_config=False),
-              filter_fn=keep)
+    quantize_(
+        transformer, Float8StaticActivationFloat8WeightConfig(step="prepare", set_inductor_config=False), filter_fn=keep
+    )
     calib_size = int(params["ao_fp8_calib_size"])
-    with progress.step(f"calibrating fp8 activation scales on {calib_size} prompt(s) at "
-                       f"{scenario.height}x{scenario.width}, {scenario.steps} steps", key="calibration_s"):
+    with progress.step(
+        f"calibrating fp8 activation scales on {calib_size} prompt(s) at "
+        f"{scenario.height}x{scenario.width}, {scenario.steps} steps",
+        key="calibration_s",
+    ):
         calibrate(pipe, scenario, calib_size)
-    quantize_(transformer, Float8StaticActivationFloat8WeightConfig(step="convert", set_inductor_config=False),
-              filter_fn=lambda module, fqn: isinstance(module, Float8ObservedLinear))
+    quantize_(
+        transformer,
+        Float8StaticActivationFloat8WeightConfig(step="convert", set_inductor_config=False),
+        filter_fn=lambda module, fqn: isinstance(module, Float8ObservedLinear),
+    )
 
 
 def build_recipe(pipe, scenario, params, recipe: str):
@@ -221,7 +249,11 @@ def build_recipe(pipe, scenario, params, recipe: str):
     return pipe
 
 
-@register("ao_fp8_compile", params=PARAMS, libraries=("torchao",),
-          check=lambda scenario, params: check_fp8("ao_fp8_compile", scenario, params, "row"))
+@register(
+    "ao_fp8_compile",
+    params=PARAMS,
+    libraries=("torchao",),
+    check=lambda scenario, params: check_fp8("ao_fp8_compile", scenario, params, "row"),
+)
 def build(pipe, scenario, params):
     return build_recipe(pipe, scenario, params, "row")

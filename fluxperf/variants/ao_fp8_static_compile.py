@@ -30,7 +30,11 @@ from fluxperf.variants.ao_fp8_compile import STATIC_PARAMS, build_recipe, check_
 
 # Not in_place: the prepare and convert steps swap the copy's linears for new modules that hold eager's bias and
 # new fp8 weights; eager's linears and weights are only read.
-@register("ao_fp8_static_compile", params=STATIC_PARAMS, libraries=("torchao",),
-          check=lambda scenario, params: check_fp8("ao_fp8_static_compile", scenario, params, "static"))
+@register(
+    "ao_fp8_static_compile",
+    params=STATIC_PARAMS,
+    libraries=("torchao",),
+    check=lambda scenario, params: check_fp8("ao_fp8_static_compile", scenario, params, "static"),
+)
 def build(pipe, scenario, params):
     return build_recipe(pipe, scenario, params, "static")

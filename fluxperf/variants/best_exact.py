@@ -57,8 +57,14 @@ TEXT_ENCODER_CHOICES = ("compile", "eager")
 
 def piece_params(prefix: str, **defaults) -> dict:
     """The pieces' tunables, `prefix`_name, with the defaults the docstrings argue for."""
-    pieces = {"fuse_qkv": True, "attention": "_native_cudnn", "vae": "compile", "text_encoder": "compile",
-              "fp8": "off", **defaults}
+    pieces = {
+        "fuse_qkv": True,
+        "attention": "_native_cudnn",
+        "vae": "compile",
+        "text_encoder": "compile",
+        "fp8": "off",
+        **defaults,
+    }
     return {f"{prefix}_{key}": value for key, value in pieces.items()}
 
 
@@ -72,8 +78,11 @@ def check_pieces(name: str, prefix: str, scenario, params, cuda_only: dict[str, 
     import torch
 
     attention, fp8_recipe = str(params[f"{prefix}_attention"]), str(params[f"{prefix}_fp8"])
-    for key, choices in ((f"{prefix}_vae", VAE_CHOICES), (f"{prefix}_text_encoder", TEXT_ENCODER_CHOICES),
-                         (f"{prefix}_fp8", ("off", *fp8.RECIPES))):
+    for key, choices in (
+        (f"{prefix}_vae", VAE_CHOICES),
+        (f"{prefix}_text_encoder", TEXT_ENCODER_CHOICES),
+        (f"{prefix}_fp8", ("off", *fp8.RECIPES)),
+    ):
         if str(params[key]) not in choices:
             raise ValueError(f"{name}: {key} must be one of {', '.join(choices)}; got {params[key]!r}")
     backend = _backend(attention, f"{prefix}_attention")
@@ -90,11 +99,13 @@ def check_pieces(name: str, prefix: str, scenario, params, cuda_only: dict[str, 
             pieces.append(f"fp8 ({fp8_recipe})")
             off.append(f"{prefix}_fp8=off")
     if off:
-        raise Unavailable(f"{name} stacks pieces that need CUDA ({', '.join(pieces)}); this session runs on "
-                          f"{scenario.device}; to run the rest of the stack pass "
-                          + " ".join(f"--fluxperf-param={o}" for o in off))
+        raise Unavailable(
+            f"{name} stacks pieces that need CUDA ({', '.join(pieces)}); this session runs on "
+            f"{scenario.device}; to run the rest of the stack pass " + " ".join(f"--fluxperf-param={o}" for o in off)
+        )
     if backend is not None:
         from diffusers.models.attention_dispatch import _check_attention_backend_requirements
+
         try:
             _check_attention_backend_requirements(backend)
         except RuntimeError as exc:
@@ -107,6 +118,7 @@ def _backend(attention: str, key: str = "attention"):
     if attention == "default":
         return None
     from diffusers.models.attention_dispatch import AttentionBackendName
+
     try:
         return AttentionBackendName(attention)
     except ValueError:
@@ -141,8 +153,9 @@ def channels_last(module) -> int:
         if isinstance(conv, torch.nn.Conv2d):
             # A new Parameter on the copy's convolution: Module.to(memory_format=...) would restride the shared
             # Parameter itself (param.data = ...), and eager's convolution with it.
-            conv.weight = torch.nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last),
-                                             requires_grad=False)
+            conv.weight = torch.nn.Parameter(
+                conv.weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False
+            )
             count += 1
     return count
 

@@ -24,8 +24,10 @@ def check(scenario, params):
     import torch
 
     if torch.device(scenario.device).type != "cuda":
-        raise Unavailable(f"compile_cudagraphs needs a CUDA device (CUDA graphs are a CUDA feature); this session runs "
-                          f"on {scenario.device}")
+        raise Unavailable(
+            f"compile_cudagraphs needs a CUDA device (CUDA graphs are a CUDA feature); this session runs "
+            f"on {scenario.device}"
+        )
 
 
 # Lossless: the same inductor kernels as compile, replayed from a graph. Not in_place: the compiled wrapper goes on

@@ -35,8 +35,10 @@ def check(scenario, params):
     # option only at the first call, after eager had been timed for nothing.
     if not hasattr(inductor_config, "emulate_precision_casts"):
         import torch
-        raise Unavailable(f"torch {torch.__version__} has no torch._inductor.config.emulate_precision_casts; "
-                          f"upgrade torch")
+
+        raise Unavailable(
+            f"torch {torch.__version__} has no torch._inductor.config.emulate_precision_casts; upgrade torch"
+        )
 
 
 # Lossless: the same function as eager, rounded as eager rounds it. Not in_place: the compiled wrapper goes on the

@@ -10,13 +10,15 @@ def check(scenario, params):
         raise Unavailable("cp_mode=ring needs CUDA (flash attention's log-sum-exp); on CPU use cp_mode=ulysses")
     degree = params["cp_degree"]
     if torchrun.world_size() != degree:
-        started = "without torchrun" if not torchrun.launched() else \
-            f"under torchrun with {torchrun.world_size()} processes"
+        started = (
+            "without torchrun" if not torchrun.launched() else f"under torchrun with {torchrun.world_size()} processes"
+        )
         hint = f" (or pass --fluxperf-param=cp_degree={torchrun.world_size()})" if torchrun.launched() else ""
         raise Unavailable(
             f"context_parallel splits each image over cp_degree={degree} GPUs, one process each, but pytest runs "
             f"{started}: run torchrun --nproc-per-node {degree} -m pytest -m gpu --fluxperf-variants "
-            f"context_parallel{hint}")
+            f"context_parallel{hint}"
+        )
 
 
 @register("context_parallel", lossless=True, params={"cp_mode": "ulysses", "cp_degree": 2}, check=check)

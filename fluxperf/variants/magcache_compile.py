@@ -48,10 +48,13 @@ def config(scenario, params):
 
     # num_inference_steps must be the steps the pipeline really runs: the hooks count steps against it to index
     # the ratio table.
-    return MagCacheConfig(threshold=float(params["magcache_threshold"]),
-                          max_skip_steps=int(params["magcache_max_skip_steps"]),
-                          retention_ratio=float(params["magcache_retention_ratio"]),
-                          num_inference_steps=scenario.steps, mag_ratios=FLUX_MAG_RATIOS)
+    return MagCacheConfig(
+        threshold=float(params["magcache_threshold"]),
+        max_skip_steps=int(params["magcache_max_skip_steps"]),
+        retention_ratio=float(params["magcache_retention_ratio"]),
+        num_inference_steps=scenario.steps,
+        mag_ratios=FLUX_MAG_RATIOS,
+    )
 
 
 # Not in_place: hooks and compiled forwards on share_modules' copies only; the weights are only read. FluxPipeline

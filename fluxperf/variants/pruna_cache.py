@@ -33,8 +33,9 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
     require("pruna", INSTALL)
     from pruna import SmashConfig, smash
 
-    algorithms: dict = {"fora": {"interval": int(params["fora_interval"]),
-                                 "start_step": int(params["fora_start_step"])}}
+    algorithms: dict = {
+        "fora": {"interval": int(params["fora_interval"]), "start_step": int(params["fora_start_step"])}
+    }
     if compile:
         algorithms["torch_compile"] = {}
     # cache_dir_prefix keeps pruna's scratch folder out of ~/.cache/pruna.

@@ -42,9 +42,11 @@ PARAMS = {"taylorseer_cache_interval": 5, "taylorseer_disable_cache_before_step"
 def check(scenario, params):
     warmup = int(params["taylorseer_disable_cache_before_step"])
     if scenario.steps <= warmup:
-        raise Unavailable(f"TaylorSeer computes every one of the first {warmup} steps, so a {scenario.steps}-step run "
-                          f"never uses its cache; run more steps or lower --fluxperf-param="
-                          f"taylorseer_disable_cache_before_step")
+        raise Unavailable(
+            f"TaylorSeer computes every one of the first {warmup} steps, so a {scenario.steps}-step run "
+            f"never uses its cache; run more steps or lower --fluxperf-param="
+            f"taylorseer_disable_cache_before_step"
+        )
 
 
 # Not in_place: enable_cache hooks the copies' attention modules and compile_repeated_blocks sets a compiled call
@@ -55,12 +57,14 @@ def build(pipe, scenario, params):
     import torch
     from diffusers import TaylorSeerCacheConfig
 
-    pipe.transformer.enable_cache(TaylorSeerCacheConfig(
-        cache_interval=int(params["taylorseer_cache_interval"]),
-        disable_cache_before_step=int(params["taylorseer_disable_cache_before_step"]),
-        max_order=int(params["taylorseer_max_order"]),
-        taylor_factors_dtype=torch.bfloat16,
-    ))
+    pipe.transformer.enable_cache(
+        TaylorSeerCacheConfig(
+            cache_interval=int(params["taylorseer_cache_interval"]),
+            disable_cache_before_step=int(params["taylorseer_disable_cache_before_step"]),
+            max_order=int(params["taylorseer_max_order"]),
+            taylor_factors_dtype=torch.bfloat16,
+        )
+    )
     # fullgraph=False on purpose (see the module docstring): the hooks' decisions are graph breaks by design.
     pipe.transformer.compile_repeated_blocks()
     return pipe

@@ -15,8 +15,13 @@ def check(scenario, params):
 
 
 # in_place: the shared transformer's weights leave the GPU for the engine build, and eager's with them.
-@register("trt_fp8", in_place=True, params={"calib_size": fp8.DEFAULT_CALIB_SIZE}, check=check,
-          libraries=("tensorrt", "nvidia-modelopt"))
+@register(
+    "trt_fp8",
+    in_place=True,
+    params={"calib_size": fp8.DEFAULT_CALIB_SIZE},
+    check=check,
+    libraries=("tensorrt", "nvidia-modelopt"),
+)
 def build(pipe, scenario, params):
     import torch
 
@@ -28,8 +33,9 @@ def build(pipe, scenario, params):
     transformer = pipe.transformer
     spec = engine.io_spec(scenario, transformer.config)
     prompts = fp8.calibration_prompts(scenario, int(params["calib_size"]))
-    key = engine.cache_key(scenario, spec, fp8.quant_config(scenario.dtype), prompts, engine.versions(),
-                           torch.cuda.get_device_name(device))
+    key = engine.cache_key(
+        scenario, spec, fp8.quant_config(scenario.dtype), prompts, engine.versions(), torch.cuda.get_device_name(device)
+    )
     folder = engine.engine_dir(params["cache_dir"], key)
     plan = folder / "engine.plan"
 
@@ -54,8 +60,10 @@ def _calibrate_and_build(pipe, scenario, prompts, spec, plan, progress) -> None:
 
     transformer, device = pipe.transformer, torch.device(scenario.device)
     others = [m for m in (pipe.text_encoder, pipe.text_encoder_2, pipe.vae) if m is not None]
-    with progress.step(f"calibrating FP8 on {len(prompts)} prompts at {scenario.height}x{scenario.width}, "
-                       f"{scenario.steps} steps", key="calibration_s"):
+    with progress.step(
+        f"calibrating FP8 on {len(prompts)} prompts at {scenario.height}x{scenario.width}, {scenario.steps} steps",
+        key="calibration_s",
+    ):
         fp8.quantize(pipe, scenario, len(prompts))
     onnx_path = plan.parent / "onnx" / "model.onnx"
     try:

@@ -15,12 +15,12 @@ from tests.sessions import PERF, RECORDED, REPO, SMALL
 pytest_plugins = ["pytester"]
 
 UNRELATED = "def test_one():\n    assert 1 + 1 == 2\n"
-PROBE_IMPORTS = '''
+PROBE_IMPORTS = """
 import sys
 def pytest_sessionfinish(session):
     heavy = sorted(m for m in ("torch", "diffusers", "numpy", "scipy", "transformers") if m in sys.modules)
     open("imported.txt", "w").write(",".join(heavy))
-'''
+"""
 
 
 def _timed(pytester, *args) -> tuple[float, pytest.RunResult]:
@@ -30,6 +30,7 @@ def _timed(pytester, *args) -> tuple[float, pytest.RunResult]:
 
 
 # ----- nothing heavy until it is used ------------------------------------------------------------------------------
+
 
 def test_an_unrelated_project_imports_nothing_heavy_and_pays_under_half_a_second(pytester):
     pytester.makepyfile(test_unrelated=UNRELATED)
@@ -50,22 +51,36 @@ def test_an_unrelated_project_imports_nothing_heavy_and_pays_under_half_a_second
 
 
 def test_importing_the_plugin_imports_no_torch():
-    code = ("import sys, fluxperf.plugin, fluxperf.variants as v; v.names(); "
-            "print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, fluxperf.plugin, fluxperf.variants as v; v.names(); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
 
 
 def test_xdist_in_a_run_that_deselects_the_suite_is_xdist_s_own(pytester):
-    pytester.makepyfile(test_a=UNRELATED, test_b=UNRELATED.replace("one", "two"),
-                        **{path.stem: path.read_text() for path in PERF.glob("test_*.py")})
+    pytester.makepyfile(
+        test_a=UNRELATED,
+        test_b=UNRELATED.replace("one", "two"),
+        **{path.stem: path.read_text() for path in PERF.glob("test_*.py")},
+    )
     # -m "not gpu" deselects the suite: --dist loadfile, which the suite itself refuses, is not fluxperf's business.
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "not gpu", "-n", "2", "--dist", "loadfile")
     result.assert_outcomes(passed=2)
 
 
-@pytest.mark.parametrize("expr, selects", [("gpu", True), ("gpu and not slow", True), ("not gpu", False),
-                                           ("slow", False), ("", False), ("gpu or slow", True)])
+@pytest.mark.parametrize(
+    "expr, selects",
+    [
+        ("gpu", True),
+        ("gpu and not slow", True),
+        ("not gpu", False),
+        ("slow", False),
+        ("", False),
+        ("gpu or slow", True),
+    ],
+)
 def test_only_a_marker_expression_that_selects_the_gpu_suite_lets_fluxperf_schedule(pytester, expr, selects):
     from fluxperf import xdist
 
@@ -75,12 +90,16 @@ def test_only_a_marker_expression_that_selects_the_gpu_suite_lets_fluxperf_sched
 
 # ----- bad input, told at once -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--fluxperf-height=500"], "--fluxperf-height: 500 must be a positive multiple of 16"),
-    (["--fluxperf-dtype=int8"], "--fluxperf-dtype: 'int8' is not one of bfloat16, float16, float32"),
-    (["--fluxperf-variants=nope"], "--fluxperf-variants: unknown variant 'nope'"),
-    (["--fluxperf-model=/no/such/flux"], "--fluxperf-model: /no/such/flux: no such folder"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fluxperf-height=500"], "--fluxperf-height: 500 must be a positive multiple of 16"),
+        (["--fluxperf-dtype=int8"], "--fluxperf-dtype: 'int8' is not one of bfloat16, float16, float32"),
+        (["--fluxperf-variants=nope"], "--fluxperf-variants: unknown variant 'nope'"),
+        (["--fluxperf-model=/no/such/flux"], "--fluxperf-model: /no/such/flux: no such folder"),
+    ],
+)
 def test_a_bad_option_value_is_told_within_3_seconds(pytester, args, message):
     pytester.makepyfile(**{path.stem: path.read_text() for path in PERF.glob("test_*.py")})
     seconds, result = _timed(pytester, "-m", "gpu", "--fluxperf-device=cpu", *args)
@@ -121,7 +140,9 @@ def test_a_pipeline_saved_with_save_pretrained_runs_through_the_real_model_path(
     build_pipeline(Scenario(model="tiny", device="cpu", dtype="float32")).save_pretrained(folder)
     result = suite(f"--fluxperf-model={folder}", "--fluxperf-variants=eager", "-rs", inprocess=True)
     result.assert_outcomes(passed=3, skipped=2)  # eager's benchmark, steps, determinism; no baseline yet
-    assert "no baseline for eager in" in result.stdout.str() and "; record one with: pytest -m gpu" in result.stdout.str()
+    assert (
+        "no baseline for eager in" in result.stdout.str() and "; record one with: pytest -m gpu" in result.stdout.str()
+    )
     report = json.loads((pytester.path / "reports" / "results.json").read_text())
     assert report["model_source"] == str(folder) and report["variants"]["eager"]["status"] == "measured"
     assert "real model: " in report["model_note"]
@@ -129,13 +150,21 @@ def test_a_pipeline_saved_with_save_pretrained_runs_through_the_real_model_path(
 
 # ----- a header up front --------------------------------------------------------------------------------------------
 
-def test_a_fluxperf_session_starts_with_a_header_naming_model_device_scenario_baseline_variants_and_cache(suite, pytester):
+
+def test_a_fluxperf_session_starts_with_a_header_naming_model_device_scenario_baseline_variants_and_cache(
+    suite, pytester
+):
     result = suite("--fluxperf-variants=twin", "--collect-only", inprocess=True)
     out = result.stdout.str()
     base = pytester.path / "baselines" / "cpu"
-    for line in ("fluxperf model: tiny — TINY toy model", "fluxperf device: cpu; GPU: none (CPU)",
-                 "fluxperf scenario: tiny-64x64-4steps", f"fluxperf baseline: none ({base}",
-                 "fluxperf variants: eager, twin", f"fluxperf cache: {pytester.path / 'cache'}"):
+    for line in (
+        "fluxperf model: tiny — TINY toy model",
+        "fluxperf device: cpu; GPU: none (CPU)",
+        "fluxperf scenario: tiny-64x64-4steps",
+        f"fluxperf baseline: none ({base}",
+        "fluxperf variants: eager, twin",
+        f"fluxperf cache: {pytester.path / 'cache'}",
+    ):
         assert line in out, line
 
 
@@ -154,18 +183,23 @@ def _readme_example(title: str) -> str:
     """The first ```python block after `title` in the README: the example the README promises works."""
     start = README.index(title)
     block = README.index("```python", start) + len("```python")
-    return README[block:README.index("```", block)]
+    return README[block : README.index("```", block)]
 
 
-def test_the_readme_conftest_variant_is_timed_and_judged_from_the_user_s_project(pytester, monkeypatch,
-                                                                                  in_this_process):
+def test_the_readme_conftest_variant_is_timed_and_judged_from_the_user_s_project(
+    pytester, monkeypatch, in_this_process
+):
     """The README's complete example: a project's conftest.py registers a variant, and the suite that ships with
     fluxperf runs from that project with --pyargs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pytester.makeconftest(_readme_example("### From your own project"))
     common = [a for a in SMALL if a != "-m" and a != "gpu"]
-    paths = [f"--fluxperf-cache-dir={pytester.path / 'cache'}", f"--fluxperf-baseline-dir={pytester.path / 'b'}",
-             f"--fluxperf-report-dir={pytester.path / 'r'}", "--fluxperf-variants=fused_qkv"]
+    paths = [
+        f"--fluxperf-cache-dir={pytester.path / 'cache'}",
+        f"--fluxperf-baseline-dir={pytester.path / 'b'}",
+        f"--fluxperf-report-dir={pytester.path / 'r'}",
+        "--fluxperf-variants=fused_qkv",
+    ]
     # In this process; each session imports the project's conftest.py afresh, as a fresh interpreter would.
     run = lambda *args: in_this_process("-m", "gpu", "--pyargs", "fluxperf.suite", *common, *paths, *args)
     run("--fluxperf-update-baselines").assert_outcomes(**RECORDED)
@@ -195,5 +229,7 @@ def test_an_installed_package_registers_variants_through_the_entry_point_group(p
     (package / "fast.py").write_text("raise RuntimeError('broken on purpose')\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fluxperf-device=cpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert ("the fluxperf.variants entry point fused_qkv = teamvariants.fast failed to import: RuntimeError: broken "
-            "on purpose") in result.stderr.str()
+    assert (
+        "the fluxperf.variants entry point fused_qkv = teamvariants.fast failed to import: RuntimeError: broken "
+        "on purpose"
+    ) in result.stderr.str()

@@ -42,17 +42,32 @@ def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
     # Up to 12 rounds: a busy shared CPU can leave 6 rounds' interval straddling even a 4× slowdown. 10× slower:
     # where other processes keep this one waiting for a CPU (two thirds of the time on a crowded 2-core machine),
     # the sharing explains up to 3×, and only a slowdown beyond that is judged.
-    slowed = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", "--fluxperf-max-rounds=12",
-                   "-p", "tests.slowdown", slowdown="twin=9.0", inprocess=True)
+    slowed = suite(
+        "--fluxperf-variants=twin",
+        "--fluxperf-require-baseline",
+        "--fluxperf-max-rounds=12",
+        "-p",
+        "tests.slowdown",
+        slowdown="twin=9.0",
+        inprocess=True,
+    )
     slowed.assert_outcomes(passed=12, failed=1, skipped=2)
     out = slowed.stdout.str()
     assert "FAILED test_speed.py::test_speedup_holds[twin]" in out
     # The message: variant, statistic with interval, tolerance, the speedup and its baseline, the machine probe,
     # what changed, the file, and how to rebaseline this very scenario.
-    for part in ("twin: slowdown +", "95% CI", "tolerance 50%", "vs baseline", "machine probe vs baseline",
-                 "software unchanged since the baseline", str(path), "twin regressed",
-                 "pytest -m gpu --fluxperf-update-baselines --fluxperf-model=tiny --fluxperf-device=cpu "
-                 "--fluxperf-height=64 --fluxperf-width=64 --fluxperf-steps=4"):
+    for part in (
+        "twin: slowdown +",
+        "95% CI",
+        "tolerance 50%",
+        "vs baseline",
+        "machine probe vs baseline",
+        "software unchanged since the baseline",
+        str(path),
+        "twin regressed",
+        "pytest -m gpu --fluxperf-update-baselines --fluxperf-model=tiny --fluxperf-device=cpu "
+        "--fluxperf-height=64 --fluxperf-width=64 --fluxperf-steps=4",
+    ):
         assert part in out, part
 
     again = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", inprocess=True)
@@ -66,8 +81,9 @@ def small_baseline(pytester) -> Path:
     from fluxperf import baselines
     from fluxperf.scenario import Scenario, shipped_prompts
 
-    scenario = Scenario(model="tiny", height=64, width=64, steps=4, dtype="float32", device="cpu",
-                        prompts=shipped_prompts()[:2])
+    scenario = Scenario(
+        model="tiny", height=64, width=64, steps=4, dtype="float32", device="cpu", prompts=shipped_prompts()[:2]
+    )
     data = json.loads((REPO / "tests" / "data" / "baseline_valid.json").read_text())
     data["key"] = {"gpu": "cpu", **scenario.key()}
     data["variants"]["twin"] = data["variants"].pop("compile")
@@ -114,8 +130,14 @@ def test_degraded_variant_fails_quality_and_compile_passes(suite, pytester):
     # On the tiny model a half-denoised image keeps SSIM ~0.8 and PSNR ~23 dB, so the floors here are set
     # where a FLUX-like lossy variant would sit; they also show --fluxperf-floor taking effect.
     with own_dynamo():
-        result = suite("--fluxperf-variants=compile,half_denoised", "--fluxperf-floor=half_denoised.ssim=0.9",
-                       "--fluxperf-floor=half_denoised.psnr_db=30", "-v", "-rf", inprocess=True)
+        result = suite(
+            "--fluxperf-variants=compile,half_denoised",
+            "--fluxperf-floor=half_denoised.ssim=0.9",
+            "--fluxperf-floor=half_denoised.psnr_db=30",
+            "-v",
+            "-rf",
+            inprocess=True,
+        )
     out = result.stdout.str()
     # compile meets every floor; with no baseline to compare the aggregates with, the tests then skip.
     for test in ("ssim", "psnr", "lpips"):
@@ -140,14 +162,19 @@ def test_degraded_variant_fails_quality_and_compile_passes(suite, pytester):
 def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session_reads(suite, pytester):
     prompts = pytester.path / "my-prompts.txt"
     prompts.write_text("a red bicycle\na lighthouse at dusk\n")
-    scenario = [f"--fluxperf-prompts={prompts}", "--fluxperf-num-prompts=1", "--fluxperf-seeds=3,4",
-                "--fluxperf-guidance=4.5", "--fluxperf-variants=twin"]
+    scenario = [
+        f"--fluxperf-prompts={prompts}",
+        "--fluxperf-num-prompts=1",
+        "--fluxperf-seeds=3,4",
+        "--fluxperf-guidance=4.5",
+        "--fluxperf-variants=twin",
+    ]
     # Without a baseline, --fluxperf-require-baseline fails the verdicts, and says how to record one.
     first = suite(*scenario, "--fluxperf-require-baseline", "-rf", inprocess=True)
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     out = first.stdout.str()
     assert "no baseline for twin in" in out and "(--fluxperf-require-baseline); record one with: " in out
-    command = out[out.index("record one with: ") + len("record one with: "):].splitlines()[0].strip()
+    command = out[out.index("record one with: ") + len("record one with: ") :].splitlines()[0].strip()
     args = shlex.split(command)
     assert args[:3] == ["pytest", "-m", "gpu"], command
     for part in scenario:
@@ -162,8 +189,14 @@ def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session
 
 
 def test_several_seeds_and_an_in_place_variant_never_hold_two_eager_pipelines(suite):
-    result = suite("--fluxperf-variants=inplace_twin", "--fluxperf-seeds=0,1", "--fluxperf-num-prompts=1",
-                   "--fluxperf-max-rounds=3", "-s", inprocess=True)
+    result = suite(
+        "--fluxperf-variants=inplace_twin",
+        "--fluxperf-seeds=0,1",
+        "--fluxperf-num-prompts=1",
+        "--fluxperf-max-rounds=3",
+        "-s",
+        inprocess=True,
+    )
     result.assert_outcomes(**RECORDED)
     out = result.stdout.str() + result.stderr.str()
     # Built once for eager; the in-place variant consumes it and nothing needs another before the session ends.

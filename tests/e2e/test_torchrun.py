@@ -19,12 +19,35 @@ def torchrun(tmp_path, *args, nproc=2):
     """The real suite under torchrun on the tiny model on CPU; returns the process and results.json."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
-           "-m", "pytest", "fluxperf/suite", "-m", "gpu", "--fluxperf-device=cpu", "--fluxperf-height=64",
-           "--fluxperf-width=64", "--fluxperf-steps=4", "--fluxperf-num-prompts=2", "--fluxperf-rounds=2",
-           "--fluxperf-max-rounds=2", "--fluxperf-lpips-random-backbone", f"--fluxperf-report-dir={tmp_path}",
-           f"--fluxperf-cache-dir={tmp_path / 'cache'}", f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
-           "-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-rs", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        "--standalone",
+        "-m",
+        "pytest",
+        "fluxperf/suite",
+        "-m",
+        "gpu",
+        "--fluxperf-device=cpu",
+        "--fluxperf-height=64",
+        "--fluxperf-width=64",
+        "--fluxperf-steps=4",
+        "--fluxperf-num-prompts=2",
+        "--fluxperf-rounds=2",
+        "--fluxperf-max-rounds=2",
+        "--fluxperf-lpips-random-backbone",
+        f"--fluxperf-report-dir={tmp_path}",
+        f"--fluxperf-cache-dir={tmp_path / 'cache'}",
+        f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::UserWarning",
+        "-rs",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     results = tmp_path / "results.json"
     return proc, json.loads(results.read_text()) if results.exists() else None

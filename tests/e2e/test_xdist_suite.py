@@ -16,9 +16,27 @@ pytest_plugins = ["pytester"]
 VARIANTS = "--fluxperf-variants=twin,half_denoised"
 XDIST = ["-n", "2", "--dist", "loadgroup"]
 # Timings, and where the files went; everything else must match between the two runs.
-TIMING = {"build_s", "build_phases_s", "peak_mem_gb", "eager_samples_s", "samples_s", "latency_s", "latency_iqr_s",
-          "speedup", "speedup_ci", "eager_latency_s", "cpu_samples_s", "eager_cpu_samples_s", "cpu_share", "probe",
-          "eager_probe", "warmup_s", "contention", "eager_contention", "sharing"}
+TIMING = {
+    "build_s",
+    "build_phases_s",
+    "peak_mem_gb",
+    "eager_samples_s",
+    "samples_s",
+    "latency_s",
+    "latency_iqr_s",
+    "speedup",
+    "speedup_ci",
+    "eager_latency_s",
+    "cpu_samples_s",
+    "eager_cpu_samples_s",
+    "cpu_share",
+    "probe",
+    "eager_probe",
+    "warmup_s",
+    "contention",
+    "eager_contention",
+    "sharing",
+}
 
 
 def _untimed(entry: dict) -> dict:
@@ -29,9 +47,13 @@ def _untimed(entry: dict) -> dict:
 
 
 def _comparable(results: dict) -> dict:
-    return {"model_source": results["model_source"], "scenario": results["scenario"],
-            "determinism": results["determinism"], "baseline_found": results["baseline_found"],
-            "variants": {n: _untimed(v) for n, v in results["variants"].items()}}
+    return {
+        "model_source": results["model_source"],
+        "scenario": results["scenario"],
+        "determinism": results["determinism"],
+        "baseline_found": results["baseline_found"],
+        "variants": {n: _untimed(v) for n, v in results["variants"].items()},
+    }
 
 
 def _workers_per_variant(stdout: str) -> dict[str, set[str]]:
@@ -49,10 +71,19 @@ def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_
     # In this process; the workers in theirs. One thread each (the suite fixture): their numbers are compared exactly.
     single = suite(VARIANTS, "--fluxperf-update-baselines", inprocess=True)
     # Its own cache folder: both workers render eager's reference images at once and must not clash.
-    spread = suite(VARIANTS, "--fluxperf-update-baselines", *XDIST, "-v", f"--fluxperf-cache-dir={root / 'cache-x'}",
-                   f"--fluxperf-report-dir={root / 'reports-x'}", f"--fluxperf-baseline-dir={root / 'baselines-x'}")
+    spread = suite(
+        VARIANTS,
+        "--fluxperf-update-baselines",
+        *XDIST,
+        "-v",
+        f"--fluxperf-cache-dir={root / 'cache-x'}",
+        f"--fluxperf-report-dir={root / 'reports-x'}",
+        f"--fluxperf-baseline-dir={root / 'baselines-x'}",
+    )
     # xdist's controller doesn't count the tests the workers deselected (fluxperf_variants marks).
-    counts = lambda run: {k: v for k, v in run.parseoutcomes().items() if k in ("passed", "skipped", "failed", "errors")}
+    counts = lambda run: {
+        k: v for k, v in run.parseoutcomes().items() if k in ("passed", "skipped", "failed", "errors")
+    }
     # half_denoised stops halfway: its step count fails, the same way in both runs.
     assert counts(single) == {"passed": 9, "skipped": 15, "failed": 1}
     assert counts(spread) == counts(single)
@@ -73,7 +104,7 @@ def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_
     # One summary table and one report.md, listing every variant; the workers' grids linked from it.
     out = spread.stdout.str()
     assert out.count("fluxperf summary") == 1 and out.count("baseline written: ") == 1
-    summary = out[out.index("fluxperf summary"):]
+    summary = out[out.index("fluxperf summary") :]
     for name in ("eager", "twin", "half_denoised"):
         assert re.search(rf"^{name}\s+\d+\.\d+ ± ", summary, re.M), name
     md = (root / "reports-x" / "report.md").read_text()
@@ -122,8 +153,10 @@ def test_two_workers_give_the_single_process_report_and_one_baseline_then_judge_
     failed = {n: [c for c, x in v["verdicts"].items() if x["status"] == "FAIL"] for n, v in results["variants"].items()}
     assert failed == {"eager": [], "twin": [], "half_denoised": ["steps", "speedup"]}, failed
     speed = results["variants"]["twin"]["verdicts"]["speedup"]
-    assert speed["status"] == "PASS" or any(words in speed["message"] for words in (
-        "the machine was shared", "the host is slower than its probe shows", "eager is slower")), speed
+    assert speed["status"] == "PASS" or any(
+        words in speed["message"]
+        for words in ("the machine was shared", "the host is slower than its probe shows", "eager is slower")
+    ), speed
     judged.assert_outcomes(passed=19, failed=2, skipped=4)
-    row = re.search(r"^twin .*$", judged.stdout.str()[judged.stdout.str().index("fluxperf summary"):], re.M).group(0)
+    row = re.search(r"^twin .*$", judged.stdout.str()[judged.stdout.str().index("fluxperf summary") :], re.M).group(0)
     assert re.search(r"\bspeedup (PASS|WARN|INCONCLUSIVE)\b", row) and re.search(r"\bstack (PASS|WARN)\b", row), row

@@ -26,6 +26,7 @@ def valid() -> dict:
 
 # ----- parsing --------------------------------------------------------------------------------------------------
 
+
 def test_a_valid_file_loads_with_every_variant():
     data = baselines.load(VALID)  # a version-2 file, read in today's layout
     assert set(data["variants"]) == {"eager", "compile"}
@@ -36,13 +37,16 @@ def test_a_missing_file_loads_as_none(tmp_path):
     assert baselines.load(tmp_path / "absent.json") is None
 
 
-@pytest.mark.parametrize("name, field, problem", [
-    ("baseline_malformed.json", "(file)", "not valid JSON"),
-    ("baseline_missing_field.json", "variants.compile.latency_s", "missing"),
-    ("baseline_nan.json", "variants.compile.speedup", "must be finite"),
-    ("baseline_negative.json", "variants.compile.peak_mem_gb", "must be non-negative"),
-    ("baseline_unknown_schema.json", "schema_version", "unknown schema version 99"),
-])
+@pytest.mark.parametrize(
+    "name, field, problem",
+    [
+        ("baseline_malformed.json", "(file)", "not valid JSON"),
+        ("baseline_missing_field.json", "variants.compile.latency_s", "missing"),
+        ("baseline_nan.json", "variants.compile.speedup", "must be finite"),
+        ("baseline_negative.json", "variants.compile.peak_mem_gb", "must be non-negative"),
+        ("baseline_unknown_schema.json", "schema_version", "unknown schema version 99"),
+    ],
+)
 def test_a_broken_file_raises_baseline_error_naming_the_file_and_the_field(name, field, problem):
     path = DATA / name
     with pytest.raises(BaselineError) as info:
@@ -52,24 +56,37 @@ def test_a_broken_file_raises_baseline_error_naming_the_file_and_the_field(name,
     assert str(path) in message and f"field '{field}'" in message and problem in message, message
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d["variants"]["compile"].__setitem__("speedup", 0), "variants.compile.speedup"),
-    (lambda d: d["variants"]["compile"].__setitem__("eager_latency_s", True), "variants.compile.eager_latency_s"),
-    (lambda d: d["variants"]["compile"]["tolerance"].pop("lpips"), "variants.compile.tolerance.lpips"),
-    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speed", 5), "variants.compile.tolerance.speed"),
-    (lambda d: d["variants"]["compile"]["quality"].__setitem__("ssim_mean", "high"), "variants.compile.quality.ssim_mean"),
-    (lambda d: d.pop("variants"), "variants"),
-    (lambda d: d["variants"]["compile"].__setitem__("samples_s", [0.9]), "variants.compile.samples_s"),
-    (lambda d: d["variants"]["compile"]["eager_samples_s"].__setitem__(1, -2.0),
-     "variants.compile.eager_samples_s[1]"),
-    (lambda d: d["variants"]["compile"]["probe"].pop("launch_s"), "variants.compile.probe.launch_s"),
-    (lambda d: d["variants"]["compile"].pop("eager_probe"), "variants.compile.eager_probe"),
-    (lambda d: d["variants"]["compile"].__setitem__("bound", "cpu"), "variants.compile.bound"),
-    # A mistyped tolerance (speedup for speed) is refused, not kept doing nothing.
-    (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speedup", 0.07), "variants.compile.tolerance.speedup"),
-    (lambda d: d["variants"]["compile"].__setitem__("contention", {"gpu_busy": [0.1]}),
-     "variants.compile.contention.gpu_busy"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d["variants"]["compile"].__setitem__("speedup", 0), "variants.compile.speedup"),
+        (lambda d: d["variants"]["compile"].__setitem__("eager_latency_s", True), "variants.compile.eager_latency_s"),
+        (lambda d: d["variants"]["compile"]["tolerance"].pop("lpips"), "variants.compile.tolerance.lpips"),
+        (lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speed", 5), "variants.compile.tolerance.speed"),
+        (
+            lambda d: d["variants"]["compile"]["quality"].__setitem__("ssim_mean", "high"),
+            "variants.compile.quality.ssim_mean",
+        ),
+        (lambda d: d.pop("variants"), "variants"),
+        (lambda d: d["variants"]["compile"].__setitem__("samples_s", [0.9]), "variants.compile.samples_s"),
+        (
+            lambda d: d["variants"]["compile"]["eager_samples_s"].__setitem__(1, -2.0),
+            "variants.compile.eager_samples_s[1]",
+        ),
+        (lambda d: d["variants"]["compile"]["probe"].pop("launch_s"), "variants.compile.probe.launch_s"),
+        (lambda d: d["variants"]["compile"].pop("eager_probe"), "variants.compile.eager_probe"),
+        (lambda d: d["variants"]["compile"].__setitem__("bound", "cpu"), "variants.compile.bound"),
+        # A mistyped tolerance (speedup for speed) is refused, not kept doing nothing.
+        (
+            lambda d: d["variants"]["compile"]["tolerance"].__setitem__("speedup", 0.07),
+            "variants.compile.tolerance.speedup",
+        ),
+        (
+            lambda d: d["variants"]["compile"].__setitem__("contention", {"gpu_busy": [0.1]}),
+            "variants.compile.contention.gpu_busy",
+        ),
+    ],
+)
 def test_other_invalid_values_name_their_field(tmp_path, mutate, field):
     data = valid()
     mutate(data)
@@ -88,6 +105,7 @@ def test_null_quality_means_not_measured_and_is_valid():
 
 # ----- comparison keys -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("field, other", [("gpu", "NVIDIA A100-SXM4-80GB"), ("steps", 4), ("seeds", [0, 1])])
 def test_a_baseline_recorded_for_another_gpu_or_scenario_is_refused(field, other):
     data = valid()
@@ -103,6 +121,7 @@ def test_a_matching_key_is_accepted():
 
 
 # ----- writing ------------------------------------------------------------------------------------------------
+
 
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt("killed mid-write")
@@ -135,12 +154,14 @@ def test_dumps_sorts_keys_and_refuses_nan():
 
 def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_session():
     old = baselines.validate(valid(), VALID)
-    old["variants"]["compile"]["tolerance"]["speed"] = 0.08      # edited by hand
-    old["variants"]["trt_fp8"] = copy.deepcopy(old["variants"]["compile"])   # not measured this session
+    old["variants"]["compile"]["tolerance"]["speed"] = 0.08  # edited by hand
+    old["variants"]["trt_fp8"] = copy.deepcopy(old["variants"]["compile"])  # not measured this session
     timings = old["variants"]["compile"]["timings"]
     samples = {k: timings[k] for k in ("samples_s", "eager_samples_s", "probe", "eager_probe")}
-    measured = {"compile": {"timings": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, **samples}},
-                "new_variant": {"timings": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, **samples}}}
+    measured = {
+        "compile": {"timings": {"speedup": 1.40, "latency_s": 0.85, "eager_latency_s": 1.19, **samples}},
+        "new_variant": {"timings": {"speedup": 2.0, "latency_s": 0.6, "eager_latency_s": 1.2, **samples}},
+    }
     new = baselines.updated(old, old["key"], {"commit": "abc"}, "2025-02-02T00:00:00Z", measured)
     assert new["variants"]["compile"]["timings"]["speedup"] == 1.40
     assert new["variants"]["compile"]["tolerance"]["speed"] == 0.08
@@ -152,6 +173,7 @@ def test_an_update_keeps_hand_edited_tolerances_and_variants_not_measured_this_s
 
 
 # ----- merging several runs ---------------------------------------------------------------------------------
+
 
 def _recording(speedup: float, latency: float, ssim: float) -> dict:
     data = valid()
@@ -177,7 +199,7 @@ def test_merging_recordings_takes_the_median_of_each_metric_and_pools_the_sample
 
 def test_merging_keeps_a_variant_that_only_some_recordings_measured():
     partial = _recording(1.30, 0.92, 0.99)
-    del partial["variants"]["compile"]       # say compile failed to build in the last recording
+    del partial["variants"]["compile"]  # say compile failed to build in the last recording
     merged = baselines.merge_recordings([_recording(1.30, 0.92, 0.99), _recording(1.32, 0.90, 0.99), partial])
     assert "compile" in merged["variants"], sorted(merged["variants"])
     assert merged["variants"]["compile"]["recordings"] == 2
@@ -200,15 +222,16 @@ def _write_runs(tmp_path: Path, speedups=(1.30, 1.50, 1.31)) -> list[Path]:
 
 
 def _merge_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fluxperf", "merge-baselines", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fluxperf", "merge-baselines", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_merge_baselines_command_writes_the_merged_file_and_the_table(tmp_path):
     runs = _write_runs(tmp_path)
     out, table = tmp_path / "baselines", tmp_path / "table.md"
     old = valid()
-    old["variants"]["compile"]["tolerance"]["speed"] = 0.07       # the committed file's hand edit
+    old["variants"]["compile"]["tolerance"]["speed"] = 0.07  # the committed file's hand edit
     baselines.write_atomic(out / RELATIVE, baselines.dumps(old))
     done = _merge_cli("--out", str(out), "--table", str(table), *map(str, runs))
     assert done.returncode == 0, done.stderr
@@ -252,23 +275,32 @@ def test_a_version_1_file_is_refused_with_the_reason(tmp_path):
 def test_a_host_bound_variant_gets_the_wider_speed_and_stack_tolerance():
     measured = {"eager": {"timings": {"bound": "host"}}, "compile": {"timings": {"bound": "gpu"}}}
     new = baselines.updated(None, {}, {}, "2025-02-02T00:00:00Z", measured)["variants"]
-    assert new["eager"]["tolerance"]["speed"] == baselines.HOST_BOUND_TOLERANCE["speed"] > \
-        new["compile"]["tolerance"]["speed"] == baselines.DEFAULT_TOLERANCE["speed"]
+    assert (
+        new["eager"]["tolerance"]["speed"]
+        == baselines.HOST_BOUND_TOLERANCE["speed"]
+        > new["compile"]["tolerance"]["speed"]
+        == baselines.DEFAULT_TOLERANCE["speed"]
+    )
     assert new["eager"]["tolerance"]["stack"] > new["compile"]["tolerance"]["stack"]
 
 
 # ----- today's version, and reading version 2 -----------------------------------------------------------------------
 
+
 def test_a_version_2_file_reads_as_today_s_layout_field_by_field():
     shipped = next((DATA.parents[1] / "baselines" / "nvidia-h200").glob("*.json"))
     old, new = json.loads(shipped.read_text())["variants"]["compile"], baselines.load(shipped)["variants"]["compile"]
-    assert new["timings"]["cpu_samples_s"] == old["cpu_s"] and new["timings"]["eager_latency_s"] == old["eager_latency_s"]
+    assert (
+        new["timings"]["cpu_samples_s"] == old["cpu_s"] and new["timings"]["eager_latency_s"] == old["eager_latency_s"]
+    )
     old = valid()["variants"]["compile"]
     new = baselines.load(VALID)["variants"]["compile"]
     assert new["timings"]["samples_s"] == old["samples_s"] and new["timings"]["design"] == old["design"]
     assert new["timings"]["probe"] == old["probe"] and new["timings"]["bound"] == old["bound"]
-    assert new["quality"]["scores"]["lpips"] == {"mean": old["quality"]["lpips_mean"],
-                                                 "backbone": old["quality"]["lpips_backbone"]}
+    assert new["quality"]["scores"]["lpips"] == {
+        "mean": old["quality"]["lpips_mean"],
+        "backbone": old["quality"]["lpips_backbone"],
+    }
     assert new["tolerance"] == old["tolerance"] and new["params"] == old["params"]
     # The recorded numbers are the rules' inputs as the file holds them: a null PSNR mean is identical images.
     entry = baselines.entry(baselines.load(VALID), "compile")

@@ -74,7 +74,7 @@ def test_a_quiet_gpu_reads_zero_and_too_short_a_window_reads_nothing(monkeypatch
     reader = nvml(monkeypatch, FakeNvml(lambda t: 0))
     assert reader.other_busy(0.1) == 0.0
     slow = nvml(monkeypatch, FakeNvml(lambda t: 50, period_s=0.5))
-    assert slow.other_busy(0.05) is None   # no whole sample period inside the window
+    assert slow.other_busy(0.05) is None  # no whole sample period inside the window
 
 
 def test_other_processes_and_clock_events(monkeypatch):
@@ -88,7 +88,7 @@ def test_other_processes_and_clock_events(monkeypatch):
     sensor = contention.Sensor("cpu")
     sensor.nvml = nvml(monkeypatch, FakeNvml(lambda t: 0, events=0x40 | 0x4))
     reading = sensor.stop(sensor.start(), 0.12)
-    assert reading.clock_events == ["hw_thermal"] and reading.gpu_other_busy == 0.12   # SW power cap is left out
+    assert reading.clock_events == ["hw_thermal"] and reading.gpu_other_busy == 0.12  # SW power cap is left out
 
 
 def _spin(seconds: float) -> None:
@@ -109,7 +109,7 @@ def test_runqueue_wait_shows_other_processes_taking_the_cores():
         while time.process_time() - cpu0 < 0.5:
             pass
         reading = sensor.stop(token, None)
-        return reading.runq_wait_s / (time.process_time() - cpu0)   # seconds waited per CPU second
+        return reading.runq_wait_s / (time.process_time() - cpu0)  # seconds waited per CPU second
 
     alone = measure()
     ctx = multiprocessing.get_context("fork")
@@ -129,10 +129,15 @@ def test_runqueue_wait_shows_other_processes_taking_the_cores():
 
 
 def test_sharing_sums_runqueue_wait_over_wall_time_and_knows_when_the_machine_was_shared():
-    record = {"gpu_other_busy": [0.0, 0.3, None], "gpu_other_procs": [None, 1, 2], "clock_events": [[], ["hw_slowdown"], None],
-              "runq_wait_s": [0.1, 0.0, None], "cpu_pressure_s": [None] * 3}
+    record = {
+        "gpu_other_busy": [0.0, 0.3, None],
+        "gpu_other_procs": [None, 1, 2],
+        "clock_events": [[], ["hw_slowdown"], None],
+        "runq_wait_s": [0.1, 0.0, None],
+        "cpu_pressure_s": [None] * 3,
+    }
     sh = contention.sharing(record, [0.9, 1.1, 1.0])
-    assert sh.gpu_busy == pytest.approx(0.15) and sh.host_wait == pytest.approx(0.1 / 2.0)   # of the calls' wall
+    assert sh.gpu_busy == pytest.approx(0.15) and sh.host_wait == pytest.approx(0.1 / 2.0)  # of the calls' wall
     assert sh.procs == 2 and sh.clocks == ("hw_slowdown",) and sh.shared
     assert not contention.sharing({"gpu_other_busy": [0.0, 0.01]}, [1.0, 1.0]).shared
     # What it can explain: all of the GPU share's stretch, weighted by how much of a call the GPU bounds.
@@ -149,18 +154,27 @@ def _run(factor, gpu_busy=None, seed=0):
     """20 calls of a GPU-bound pipeline; `gpu_busy`: another process's share of every quiet window before them."""
     samples = 1.23 * factor * np.exp(np.random.default_rng(seed).normal(0, 0.005, 20))
     record = {**contention.empty(), "gpu_other_busy": [gpu_busy] * 20}
-    return Timings(samples_s=list(samples), eager_samples_s=[2.2] * 20, probe=PROBE, eager_probe=PROBE,
-                   contention=record, recorded={"bound": "gpu", "gpu_busy": 0.94})
+    return Timings(
+        samples_s=list(samples),
+        eager_samples_s=[2.2] * 20,
+        probe=PROBE,
+        eager_probe=PROBE,
+        contention=record,
+        recorded={"bound": "gpu", "gpu_busy": 0.94},
+    )
 
 
-@pytest.mark.parametrize("factor, busy, status, words", [
-    (1.00, None, PASS, ""),                                    # quiet, unchanged
-    (1.10, None, FAIL, "compile regressed"),                   # quiet, 10% slower
-    (1.00, 0.20, PASS, "within the tolerance even so"),        # shared, unchanged and still fast
-    (1.08, 0.20, INCONCLUSIVE, "not judged"),                  # shared, slower by what sharing explains
-    (1.15, 0.20, INCONCLUSIVE, "not judged"),                  # a real 15% regression hidden by 20% sharing
-    (1.40, 0.20, FAIL, "beyond what the sharing explains"),    # far beyond: still caught
-])
+@pytest.mark.parametrize(
+    "factor, busy, status, words",
+    [
+        (1.00, None, PASS, ""),  # quiet, unchanged
+        (1.10, None, FAIL, "compile regressed"),  # quiet, 10% slower
+        (1.00, 0.20, PASS, "within the tolerance even so"),  # shared, unchanged and still fast
+        (1.08, 0.20, INCONCLUSIVE, "not judged"),  # shared, slower by what sharing explains
+        (1.15, 0.20, INCONCLUSIVE, "not judged"),  # a real 15% regression hidden by 20% sharing
+        (1.40, 0.20, FAIL, "beyond what the sharing explains"),  # far beyond: still caught
+    ],
+)
 def test_the_shared_machine_rule(factor, busy, status, words):
     v = verdicts.judge_speed("compile", _run(factor, busy, 1), _run(1.0, seed=2), 0.03, CTX, final=True)
     assert v.status == status and words in v.message, v.message

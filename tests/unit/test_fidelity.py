@@ -27,8 +27,16 @@ from fluxperf.variants import get
 # alone moves the output as much as skipping a block (floor 0.030 at 3.5 against 0.004-0.008 at 4.0 on the steps whose
 # timestep × 1000 is exact too). At 4.0 the steps show the rule both with a floor from arithmetic alone and with one
 # inflated by eager's rounding of the timestep (steps 1, 3, 4: floor 0.02-0.04).
-SCENARIO = Scenario(model="tiny", height=128, width=128, steps=8, guidance=4.0, dtype="bfloat16", device="cpu",
-                    prompts=("a red bicycle",))
+SCENARIO = Scenario(
+    model="tiny",
+    height=128,
+    width=128,
+    steps=8,
+    guidance=4.0,
+    dtype="bfloat16",
+    device="cpu",
+    prompts=("a red bicycle",),
+)
 NOISE_STEP = 5
 
 
@@ -85,12 +93,14 @@ class Kwargs(torch.nn.Module):
 
 
 class SkippedBlock(torch.nn.Module):
-    def forward(self, hidden_states, encoder_hidden_states, temb=None, image_rotary_emb=None,
-                joint_attention_kwargs=None):
+    def forward(
+        self, hidden_states, encoder_hidden_states, temb=None, image_rotary_emb=None, joint_attention_kwargs=None
+    ):
         return encoder_hidden_states, hidden_states
 
 
 # ----- the floor ---------------------------------------------------------------------------------------------------
+
 
 def test_floor_is_eagers_own_error_against_a_float64_computation(tiny):
     # Independently of the hooks: a full float64 copy of the transformer (fine at this size, never done for FLUX).
@@ -99,8 +109,9 @@ def test_floor_is_eagers_own_error_against_a_float64_computation(tiny):
     ref64 = fidelity.reference_outputs(traj, tiny.pipe.transformer, torch.float64)
     with torch.no_grad():
         for t in range(traj.steps):
-            truth = fidelity.output_tensor(exact(*fidelity._upcast(traj.args[t], torch.float64),
-                                                 **fidelity._upcast(traj.kwargs[t], torch.float64)))
+            truth = fidelity.output_tensor(
+                exact(*fidelity._upcast(traj.args[t], torch.float64), **fidelity._upcast(traj.kwargs[t], torch.float64))
+            )
             eager_error = fidelity.relative_error(traj.outputs[t], truth)
             # The float32 reference is float32-exact (measured ~1.3e-7), thousands of times closer than eager...
             assert fidelity.relative_error(tiny.floor.reference[t], truth) < 1e-3 * eager_error, t
@@ -116,9 +127,16 @@ def test_the_reference_casts_nothing_down_and_leaves_eager_alone(tiny):
     before = {n: (p, p.dtype) for n, p in transformer.named_parameters()}
     twin = fidelity.upcast_twin(transformer, torch.float32)
     low = []
-    hooks = [m.register_forward_hook(lambda mod, a, out, name=name: low.append(name) if any(
-        t.is_floating_point() and t.dtype != torch.float32 for t in fidelity._tensors(out)) else None)
-        for name, m in twin.named_modules()]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, a, out, name=name: (
+                low.append(name)
+                if any(t.is_floating_point() and t.dtype != torch.float32 for t in fidelity._tensors(out))
+                else None
+            )
+        )
+        for name, m in twin.named_modules()
+    ]
     traj = tiny.trajectory
     with torch.no_grad():
         twin(*fidelity._upcast(traj.args[0], torch.float32), **fidelity._upcast(traj.kwargs[0], torch.float32))
@@ -146,6 +164,7 @@ def test_capture_keeps_the_conditioning_once_and_the_latents_every_step(tiny):
 
 # ----- variants on the tiny model -----------------------------------------------------------------------------------
 
+
 def test_eager_against_itself_sits_exactly_on_its_floor(tiny):
     status, details, _ = _verdict(tiny, tiny.pipe.transformer)
     assert status == PASS
@@ -154,7 +173,7 @@ def test_eager_against_itself_sits_exactly_on_its_floor(tiny):
 
 def test_noise_at_the_bf16_rounding_level_passes(tiny):
     # 2^-9 of the output's RMS at every step: bf16's own rounding, on top of eager's.
-    status, details, text = _verdict(tiny, OutputNoise(tiny.pipe.transformer, 2 ** -9))
+    status, details, text = _verdict(tiny, OutputNoise(tiny.pipe.transformer, 2**-9))
     assert status == PASS, text
     assert all(r["error_vs_eager"] > 0 for r in details["steps"])  # the noise is there
     assert details["ratio_max"] < 1.5, text
@@ -171,10 +190,13 @@ def test_ten_times_the_floor_at_one_step_fails_at_that_step(tiny):
     assert f"ratio {failure['ratio']:.1f}×" in text and "0 more steps past it" in text
 
 
-@pytest.mark.parametrize("bug, change", [
-    ("guidance doubled", lambda kw: {**kw, "guidance": kw["guidance"] * 2}),
-    ("guidance ignored", lambda kw: {**kw, "guidance": torch.zeros_like(kw["guidance"])}),
-])
+@pytest.mark.parametrize(
+    "bug, change",
+    [
+        ("guidance doubled", lambda kw: {**kw, "guidance": kw["guidance"] * 2}),
+        ("guidance ignored", lambda kw: {**kw, "guidance": torch.zeros_like(kw["guidance"])}),
+    ],
+)
 def test_a_wrong_guidance_fails(tiny, bug, change):
     status, details, text = _verdict(tiny, Kwargs(tiny.pipe.transformer, change))
     assert status == FAIL, text
@@ -221,6 +243,7 @@ def test_compile_passes_and_emulating_eagers_casts_reproduces_eager(tiny):
 
 # ----- the rule on plain numbers ------------------------------------------------------------------------------------
 
+
 def _steps(errors):
     return [StepError(t, e, e, 0.999) for t, e in enumerate(errors)]
 
@@ -240,9 +263,11 @@ def test_the_first_step_past_the_bound_is_named_with_its_numbers():
     assert (failure["step"], failure["ratio"], failure["floor"]) == (3, pytest.approx(50.0), 0.01)
     assert details["worst"]["step"] == 5
     text = message("compile", status, details)
-    assert text.startswith("compile: step 3 (counted from 0, of 6) is the first past the fidelity bound: its error "
-                           "against the reference 0.5 > 2 × eager's own 0.01 (ratio 50.0×); against eager 0.5, "
-                           "cosine 0.999000; 1 more step past it."), text
+    assert text.startswith(
+        "compile: step 3 (counted from 0, of 6) is the first past the fidelity bound: its error "
+        "against the reference 0.5 > 2 × eager's own 0.01 (ratio 50.0×); against eager 0.5, "
+        "cosine 0.999000; 1 more step past it."
+    ), text
 
 
 def test_a_step_is_judged_against_its_own_floor():
@@ -272,8 +297,8 @@ def test_float32_arithmetic_a_correct_kernel_may_differ_by_is_never_below_the_fl
     """A float32 session: eager sits a few ULPs from float64; compiled kernels round their float32 arithmetic
     otherwise and land ~10 times further (compile on CPU, tiny model: 1.4e-6 against eager's 1.5e-7)."""
     eager, compiled, bug = [1.5e-7] * 4, [1.4e-6, 1.4e-6, 1.2e-6, 1.3e-6], [1.4e-6, 3e-2, 1.3e-6, 1.3e-6]
-    assert judge(_steps(compiled), eager, min_floor=0.0)[0] == FAIL      # against eager's few ULPs alone
-    assert judge(_steps(compiled), eager)[0] == PASS                       # within 2 × 64 float32 ULPs
+    assert judge(_steps(compiled), eager, min_floor=0.0)[0] == FAIL  # against eager's few ULPs alone
+    assert judge(_steps(compiled), eager)[0] == PASS  # within 2 × 64 float32 ULPs
     status, details = judge(_steps(bug), eager)
     assert status == FAIL and details["first_failure"]["step"] == 1
 
@@ -283,7 +308,8 @@ def test_a_pass_says_how_much_room_was_left():
     assert status == PASS
     assert message("compile", status, details, "eager vs float32") == (
         "compile: all 3 steps within 2× eager's own error (teacher-forced, step by step); largest ratio 1.50× at "
-        "step 1 (error 0.015 vs eager's 0.01), median 1.00×; floor: eager vs float32")
+        "step 1 (error 0.015 vs eager's 0.01), median 1.00×; floor: eager vs float32"
+    )
 
 
 def test_mismatched_lengths_are_refused():
@@ -298,8 +324,7 @@ def test_the_gpu_script_runs_its_cpu_path(tiny):
     spec = importlib.util.spec_from_file_location("fidelity_gpu", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    data = script.run(SCENARIO, ["eager", "compile_cudagraphs"], rounds=2, say=lambda text: None,
-                      pipe=tiny.pipe)
+    data = script.run(SCENARIO, ["eager", "compile_cudagraphs"], rounds=2, say=lambda text: None, pipe=tiny.pipe)
     eager = data["variants"]["eager"]
     assert eager["status"] == PASS and eager["details"]["ratio_max"] == pytest.approx(1.0)
     assert len(eager["latency_s"]) == 2 and eager["build_s"] > 0

@@ -19,15 +19,24 @@ from fluxperf.quality import psnr_db  # noqa: E402
 from fluxperf.scenario import Scenario, shipped_prompts  # noqa: E402
 
 # bfloat16, not float32: FP8 attention exports only with 16-bit Q/DQ (TensorRT's fusion pattern).
-SCENARIO = Scenario(model="tiny", height=64, width=64, steps=4, dtype="bfloat16", device="cpu",
-                    prompts=shipped_prompts()[:2], seeds=(0,))
+SCENARIO = Scenario(
+    model="tiny",
+    height=64,
+    width=64,
+    steps=4,
+    dtype="bfloat16",
+    device="cpu",
+    prompts=shipped_prompts()[:2],
+    seeds=(0,),
+)
 ATTENTION_QDQ = re.compile(r"/attn/TRT_FP8QuantizeLinear(_\d+)?$")
 
 
 def render(pipe, scenario=SCENARIO):
     """Every prompt and seed as the bench renders them (its noise and call)."""
-    return torch.cat([pipelines.render(pipe, scenario, p, pipelines.latents(pipe, scenario, seed))
-                      for p, seed in scenario.items])
+    return torch.cat(
+        [pipelines.render(pipe, scenario, p, pipelines.latents(pipe, scenario, seed)) for p, seed in scenario.items]
+    )
 
 
 def under(name, module):
@@ -40,7 +49,8 @@ def eager():
     pipe = build_pipeline(SCENARIO)
     calls = []
     hook = pipe.transformer.register_forward_hook(
-        lambda module, args, kwargs, out: calls.append((dict(kwargs), out[0].clone())), with_kwargs=True)
+        lambda module, args, kwargs, out: calls.append((dict(kwargs), out[0].clone())), with_kwargs=True
+    )
     images = render(pipe)
     hook.remove()
     return images, calls

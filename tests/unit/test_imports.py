@@ -54,7 +54,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(m)
         for n in sorted(edges[m]):
             if state.get(n) == 1:
-                return path[path.index(n):] + [n]
+                return path[path.index(n) :] + [n]
             if n not in state and (found := visit(n)):
                 return found
         state[m] = 2
@@ -88,11 +88,17 @@ def test_no_module_imports_one_that_imports_it_back():
     assert cycle is None, " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("low, high", [
-    ("fluxperf.bench", "fluxperf.report"), ("fluxperf.bench", "fluxperf.figures"),
-    ("fluxperf.bench", "fluxperf.plugin"), ("fluxperf.rules", "fluxperf.messages"),
-    ("fluxperf.stats", "fluxperf.messages"), ("fluxperf.result", "fluxperf.verdicts"),
-])
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        ("fluxperf.bench", "fluxperf.report"),
+        ("fluxperf.bench", "fluxperf.figures"),
+        ("fluxperf.bench", "fluxperf.plugin"),
+        ("fluxperf.rules", "fluxperf.messages"),
+        ("fluxperf.stats", "fluxperf.messages"),
+        ("fluxperf.result", "fluxperf.verdicts"),
+    ],
+)
 def test_arrows_point_down(low, high):
     """The bench measures and returns data, the plugin writes the reports; the rules decide, messages word them."""
     assert high not in _reach(graph(), low)

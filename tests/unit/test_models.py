@@ -29,9 +29,16 @@ def offline(monkeypatch):
 
 
 def _image(pipe) -> torch.Tensor:
-    return pipe(prompt="a red fox", height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
-                generator=torch.Generator("cpu").manual_seed(7), output_type="pt",
-                max_sequence_length=max_sequence_length(pipe)).images
+    return pipe(
+        prompt="a red fox",
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        guidance_scale=3.5,
+        generator=torch.Generator("cpu").manual_seed(7),
+        output_type="pt",
+        max_sequence_length=max_sequence_length(pipe),
+    ).images
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +63,15 @@ def test_the_same_seed_gives_bit_identical_images_from_two_separate_builds(two_b
 
 
 def test_an_uncached_hub_model_offline_fails_in_one_line_saying_what_to_do(offline):
-    scenario = Scenario(model="fluxperf-tests/model-that-is-not-cached", height=64, width=64, steps=2,
-                        dtype="float32", device="cpu", prompts=("a",))
+    scenario = Scenario(
+        model="fluxperf-tests/model-that-is-not-cached",
+        height=64,
+        width=64,
+        steps=2,
+        dtype="float32",
+        device="cpu",
+        prompts=("a",),
+    )
     with pytest.raises(ModelSourceError) as info:
         build_pipeline(scenario)
     message = str(info.value)
@@ -68,5 +82,6 @@ def test_an_uncached_hub_model_offline_fails_in_one_line_saying_what_to_do(offli
 
 def test_the_synthetic_model_on_cpu_is_refused_with_the_tiny_alternative():
     with pytest.raises(ModelSourceError, match="on CPU use --fluxperf-model tiny"):
-        build_pipeline(Scenario(model="synthetic", height=64, width=64, steps=2, dtype="float32", device="cpu",
-                                prompts=("a",)))
+        build_pipeline(
+            Scenario(model="synthetic", height=64, width=64, steps=2, dtype="float32", device="cpu", prompts=("a",))
+        )

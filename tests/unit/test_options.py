@@ -36,10 +36,16 @@ BAD_OPTIONS = [
     (["--fluxperf-floor=compile.fid=0.9"], "--fluxperf-floor", "'compile.fid=0.9' is not VARIANT.METRIC=VALUE"),
     (["--fluxperf-floor=compile.ssim=high"], "--fluxperf-floor", "'high' is not a number"),
     (["--fluxperf-floor=compile.ssim=2"], "--fluxperf-floor", "'compile.ssim=2': a ssim floor must lie in [-1, 1]"),
-    (["--fluxperf-floor=compile.lpips=-0.1"], "--fluxperf-floor",
-     "'compile.lpips=-0.1': a lpips floor must lie in [0, inf]"),
-    (["--fluxperf-floor=compile.psnr_db=nan"], "--fluxperf-floor",
-     "'compile.psnr_db=nan': a psnr_db floor must lie in [0, inf]"),
+    (
+        ["--fluxperf-floor=compile.lpips=-0.1"],
+        "--fluxperf-floor",
+        "'compile.lpips=-0.1': a lpips floor must lie in [0, inf]",
+    ),
+    (
+        ["--fluxperf-floor=compile.psnr_db=nan"],
+        "--fluxperf-floor",
+        "'compile.psnr_db=nan': a psnr_db floor must lie in [0, inf]",
+    ),
     (["--fluxperf-guidance=nan"], "--fluxperf-guidance", "'nan' is not a finite number"),
     (["--fluxperf-guidance=inf"], "--fluxperf-guidance", "'inf' is not a finite number"),
     (["--fluxperf-build-timeout=-5"], "--fluxperf-build-timeout", "-5 must be 0 (no limit) or a number of seconds"),
@@ -49,7 +55,11 @@ BAD_OPTIONS = [
     (["--fluxperf-seeds=,"], "--fluxperf-seeds", "give at least one seed"),
     (["--fluxperf-device=tpu"], "--fluxperf-device", "'tpu' is not one of cuda, cpu, auto"),
     (["--fluxperf-rounds=1"], "--fluxperf-rounds", "1 must be at least 2"),
-    (["--fluxperf-rounds=8", "--fluxperf-max-rounds=6"], "--fluxperf-max-rounds", "6 must be at least --fluxperf-rounds (8)"),
+    (
+        ["--fluxperf-rounds=8", "--fluxperf-max-rounds=6"],
+        "--fluxperf-max-rounds",
+        "6 must be at least --fluxperf-rounds (8)",
+    ),
     (["--fluxperf-height=tall"], "--fluxperf-height", "'tall' is not an integer"),
     (["--fluxperf-guidance=strong"], "--fluxperf-guidance", "'strong' is not a number"),
     (["--fluxperf-model=./no/such/folder"], "--fluxperf-model", "./no/such/folder: no such folder"),
@@ -85,6 +95,7 @@ def test_gpu_tests_skip_without_cuda_and_say_how_to_run_on_cpu(pytester):
 
 # ----- the resolved settings ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def settings(pytester, monkeypatch):
     monkeypatch.delenv("FLUXPERF_MODEL", raising=False)
@@ -116,8 +127,14 @@ def test_eager_is_always_run_and_variants_keep_registry_order(settings):
 
 
 def test_good_params_floors_and_seeds_are_parsed(settings):
-    s = settings("--fluxperf-device=cpu", "--fluxperf-param=calib_size=4", "--fluxperf-floor=compile.ssim=0.9",
-                 "--fluxperf-floor=compile.psnr_db=30", "--fluxperf-seeds=3, 1", "--fluxperf-num-prompts=2")
+    s = settings(
+        "--fluxperf-device=cpu",
+        "--fluxperf-param=calib_size=4",
+        "--fluxperf-floor=compile.ssim=0.9",
+        "--fluxperf-floor=compile.psnr_db=30",
+        "--fluxperf-seeds=3, 1",
+        "--fluxperf-num-prompts=2",
+    )
     assert s.params == {"calib_size": 4}
     assert s.floors == {"compile": {"ssim": 0.9, "psnr_db": 30.0}}
     assert s.scenario.seeds == (3, 1) and len(s.scenario.prompts) == 2
@@ -126,7 +143,9 @@ def test_good_params_floors_and_seeds_are_parsed(settings):
 def test_time_limits_default_by_device_and_zero_turns_them_off(settings):
     cpu, cuda = settings("--fluxperf-device=cpu"), settings("--fluxperf-device=cuda")
     assert (cpu.build_timeout_s, cpu.call_timeout_s) == (options.BUILD_TIMEOUT_S["cpu"], options.CALL_TIMEOUT_S["cpu"])
-    assert (cuda.build_timeout_s, cuda.call_timeout_s) == (options.BUILD_TIMEOUT_S["cuda"],
-                                                           options.CALL_TIMEOUT_S["cuda"])
+    assert (cuda.build_timeout_s, cuda.call_timeout_s) == (
+        options.BUILD_TIMEOUT_S["cuda"],
+        options.CALL_TIMEOUT_S["cuda"],
+    )
     off = settings("--fluxperf-device=cpu", "--fluxperf-build-timeout=0", "--fluxperf-call-timeout=2.5")
     assert (off.build_timeout_s, off.call_timeout_s) == (None, 2.5)

@@ -17,18 +17,24 @@ import pytest
 from fluxperf import probe
 from tests.neighbour import slowdown
 
-CALL_S = 1.2          # compile at 512² on an H100
+CALL_S = 1.2  # compile at 512² on an H100
 OLD_WINDOW_S = 1.4e-3  # 8 matmuls of 4096³ at ~780 TFLOP/s: the probe before this design
 # The window now: 24 chunks of 4 matmuls (~0.18 ms each on an H100) and 4 copies of 256 MiB (~0.18 ms each).
 NEW_WINDOW_S = probe.GPU_SIZES["chunks"] * (probe.GPU_SIZES["matmul_reps"] + probe.GPU_SIZES["copy_reps"]) * 0.18e-3
-SAMPLES = 20           # probe samples a session compares: one before each of 10 rounds' two calls
+SAMPLES = 20  # probe samples a session compares: one before each of 10 rounds' two calls
 
 
 def seen(seed: int, duty: float, kappa: float, window_s: float, sessions: int = 300) -> float:
     """The median over sessions of the log change a session's probe median shows, against a quiet session."""
     rng = np.random.default_rng(seed)
-    return float(np.median([math.log(np.median([slowdown(rng, duty, kappa, window_s) for _ in range(SAMPLES)]))
-                            for _ in range(sessions)]))
+    return float(
+        np.median(
+            [
+                math.log(np.median([slowdown(rng, duty, kappa, window_s) for _ in range(SAMPLES)]))
+                for _ in range(sessions)
+            ]
+        )
+    )
 
 
 def paid(seed: int, duty: float, kappa: float, sessions: int = 300) -> float:
@@ -54,8 +60,10 @@ def test_the_probe_samples_each_workload_per_unit_on_cpu():
 
 if __name__ == "__main__":
     # python -m tests.unit.test_probe: the table the README quotes.
-    print("| neighbour duty | share of its bursts a call loses | a 1.2 s call pays | old probe (1.4 ms) sees | "
-          f"new probe ({NEW_WINDOW_S * 1e3:.0f} ms window) sees |")
+    print(
+        "| neighbour duty | share of its bursts a call loses | a 1.2 s call pays | old probe (1.4 ms) sees | "
+        f"new probe ({NEW_WINDOW_S * 1e3:.0f} ms window) sees |"
+    )
     print("|---|---|---|---|---|")
     for kappa in (0.5, 1.0):
         for duty in (0.1, 0.2, 0.3):

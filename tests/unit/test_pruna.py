@@ -15,14 +15,14 @@ from fluxperf.progress import Progress
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, get
 
-SCENARIO = Scenario(model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu",
-                    prompts=("a red cube on a table",))
+SCENARIO = Scenario(
+    model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu", prompts=("a red cube on a table",)
+)
 VARIANTS = ["pruna_cache", pytest.param("pruna_cache_compile", marks=pytest.mark.slow)]
 
 # find_spec, not importorskip: importing pruna here would run its import-time telemetry set-up before the
 # variant gets to switch it off, which is the very thing these tests check.
-needs_pruna = pytest.mark.skipif(importlib.util.find_spec("pruna") is None,
-                                 reason="pruna is not installed: make pruna")
+needs_pruna = pytest.mark.skipif(importlib.util.find_spec("pruna") is None, reason="pruna is not installed: make pruna")
 
 
 def _params(name, tmp_path, **overrides):
@@ -134,6 +134,7 @@ def test_no_network_even_if_the_user_enabled_telemetry(name, monkeypatch, tmp_pa
         def blocked(*args, **kwargs):
             attempts.append((what, args[:2]))
             raise OSError(f"network blocked by test ({what})")
+
         return blocked
 
     monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
@@ -146,6 +147,7 @@ def test_no_network_even_if_the_user_enabled_telemetry(name, monkeypatch, tmp_pa
     image = _render(get(name).build(pipe, SCENARIO, _params(name, tmp_path)))
     # pruna's exporter sends every 60 s and at exit; flushing now sends whatever it would have sent then.
     from pruna.telemetry.metrics import provider
+
     provider.force_flush()
     if attempts:
         # Recorded metrics would be sent again at exit, unblocked: shut the exporter while the network is blocked.

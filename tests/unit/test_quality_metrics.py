@@ -70,9 +70,11 @@ def test_images_of_different_shapes_are_refused(images):
 
 def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
     # An offline machine: torchvision's download attempt must fail here even where CI has internet.
     def offline(*args, **kwargs):
         raise OSError("network is unreachable (blocked by the test)")
+
     monkeypatch.setattr(socket, "create_connection", offline)
     monkeypatch.setattr(socket.socket, "connect", offline)
     with pytest.raises(quality.LpipsUnavailable) as info:
@@ -85,16 +87,21 @@ def test_lpips_without_the_alexnet_weights_says_how_to_preseed_the_cache(tmp_pat
 
 def _result(metric: str, values: list[float], backbone: str | None = None) -> Result:
     s = quality.summarize(metric, values)
-    return Result("v", quality=Quality({metric: Score(values, s.mean, s.worst, [s.worst_index, 0], backbone)},
-                                       worst_pair_png="pair.png"))
+    return Result(
+        "v",
+        quality=Quality(
+            {metric: Score(values, s.mean, s.worst, [s.worst_index, 0], backbone)}, worst_pair_png="pair.png"
+        ),
+    )
 
 
 def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, backbone: str | None = None):
     """The suite's baseline comparison (verdicts.quality_baseline) against a baseline entry that records `recorded`
     (a version-2 file's quality fields, read as fluxperf reads them)."""
     entry = baselines.Entry(Result.from_json({"quality": recorded}, version=2), {metric: tolerance})
-    return verdicts.quality_baseline(_result(metric, values, backbone), metric, entry,
-                                     Context("b.json", "rebaseline"), ["a prompt"] * len(values))
+    return verdicts.quality_baseline(
+        _result(metric, values, backbone), metric, entry, Context("b.json", "rebaseline"), ["a prompt"] * len(values)
+    )
 
 
 def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
@@ -105,8 +112,9 @@ def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
     # Recorded on a random backbone, measured on AlexNet: different scales, skipped with the reason.
     skipped = _judge("lpips", [0.2], recorded, 0.02, "alexnet")
     assert skipped.status == verdicts.SKIP and "different scales" in skipped.message
-    assert "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02,
-                                        "random").message
+    assert (
+        "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02, "random").message
+    )
     assert _judge("lpips", [0.02], recorded, 0.02, "random").status == "PASS"
 
 
@@ -143,10 +151,10 @@ def test_the_baseline_spread_over_prompts_sets_how_far_a_mean_may_move():
     mean of 8 LPIPS values spread like the baseline's moves by a few standard errors, past a fixed 0.02."""
     spread = [0.20, 0.45, 0.30, 0.38, 0.25, 0.50, 0.33, 0.41]
     recorded = {"lpips_mean": sum(spread) / 8, "lpips_backbone": "alexnet", "lpips_values": spread}
-    redraw = [0.40, 0.32, 0.47, 0.28, 0.44, 0.39, 0.35, 0.37]          # mean +0.025: a new draw, not a regression
+    redraw = [0.40, 0.32, 0.47, 0.28, 0.44, 0.39, 0.35, 0.37]  # mean +0.025: a new draw, not a regression
     v = _judge("lpips", redraw, recorded, 0.02, "alexnet")
     assert v.status == "PASS" and "from the baseline's spread over prompts" in v.message, v.message
-    broken = [x + 0.25 for x in spread]                                # every image much further from eager
+    broken = [x + 0.25 for x in spread]  # every image much further from eager
     assert _judge("lpips", broken, recorded, 0.02, "alexnet").status == "FAIL"
     # Without per-image values (an older baseline) the entry's tolerance alone applies, as before.
     old = {k: v for k, v in recorded.items() if k != "lpips_values"}

@@ -48,7 +48,9 @@ def test_registering_a_name_twice_raises(registry):
 
 
 def test_a_variant_takes_the_first_line_of_its_module_docstring_as_its_doc():
-    assert variants.get("compile").doc == "torch.compile on the transformer, the part that runs once per denoising step."
+    assert (
+        variants.get("compile").doc == "torch.compile on the transformer, the part that runs once per denoising step."
+    )
 
 
 def test_require_turns_a_missing_package_into_missing_dependency_naming_the_install_command():

@@ -14,26 +14,45 @@ from fluxperf.roofline import Work
 from fluxperf.scenario import Scenario
 
 SMALL = Scenario(height=64, width=64, steps=2, dtype="float32", device="cpu", prompts=("a", "b"))
-ENV = {"gpu": "NVIDIA H100 80GB HBM3", "gpu_slug": "nvidia-h100-80gb-hbm3", "driver": "550.54", "cuda": "12.4",
-       "host_cpu": "Test CPU", "python": "3.11", "versions": {"torch": "2.4"}, "commit": "abc123"}
+ENV = {
+    "gpu": "NVIDIA H100 80GB HBM3",
+    "gpu_slug": "nvidia-h100-80gb-hbm3",
+    "driver": "550.54",
+    "cuda": "12.4",
+    "host_cpu": "Test CPU",
+    "python": "3.11",
+    "versions": {"torch": "2.4"},
+    "commit": "abc123",
+}
 
 
 def _quality(ssim, psnr):
-    return Quality({"ssim": Score(ssim, sum(ssim) / len(ssim), min(ssim), [1, 0]),
-                    "psnr_db": Score(psnr, math.inf, min(psnr), [1, 0])})
+    return Quality(
+        {
+            "ssim": Score(ssim, sum(ssim) / len(ssim), min(ssim), [1, 0]),
+            "psnr_db": Score(psnr, math.inf, min(psnr), [1, 0]),
+        }
+    )
 
 
 @pytest.fixture
 def results():
     eager = [1.00, 1.02, 0.99, 1.01, 1.00]
     return {
-        "eager": Result("eager", status="measured", lossless=True,
-                        timings=Timings("cpu", samples_s=list(eager), eager_samples_s=list(eager), build_s=0.0)),
-        "compile": Result("compile", status="measured", lossless=True,
-                          timings=Timings("cpu", samples_s=[0.50, 0.51, 0.49, 0.50, 0.52],
-                                          eager_samples_s=list(eager), build_s=42.0),
-                          quality=_quality([1.0, 0.99], [math.inf, math.inf]),
-                          verdicts={"speedup": {"status": "PASS", "message": "compile: speedup 2.00×"}}),
+        "eager": Result(
+            "eager",
+            status="measured",
+            lossless=True,
+            timings=Timings("cpu", samples_s=list(eager), eager_samples_s=list(eager), build_s=0.0),
+        ),
+        "compile": Result(
+            "compile",
+            status="measured",
+            lossless=True,
+            timings=Timings("cpu", samples_s=[0.50, 0.51, 0.49, 0.50, 0.52], eager_samples_s=list(eager), build_s=42.0),
+            quality=_quality([1.0, 0.99], [math.inf, math.inf]),
+            verdicts={"speedup": {"status": "PASS", "message": "compile: speedup 2.00×"}},
+        ),
         "broken": Result("broken", status="failed", error="RuntimeError: simulated build failure"),
     }
 
@@ -45,6 +64,7 @@ def _document(results):
 def _strict_json(text):
     def refuse(constant):
         raise AssertionError(f"{constant} in results.json")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -68,7 +88,10 @@ def test_report_md_has_the_model_banner_and_a_row_per_variant(results, tmp_path)
     assert f"> **{report.model_banner('tiny')}**" in md and "TINY toy model" in md
     for name in ("eager", "compile", "broken"):
         assert f"| {name} | " in md, name
-    assert "| compile | 0.500 ± 0.005 (n=5) | 1.99× (1.94–2.04) | paired | – / – host-bound | – | 42.0 | speedup PASS |" in md
+    assert (
+        "| compile | 0.500 ± 0.005 (n=5) | 1.99× (1.94–2.04) | paired | – / – host-bound | – | 42.0 | speedup PASS |"
+        in md
+    )
     assert "## Environment" in md
     assert "![latency per variant](latency.png)" in md
     assert "PSNR" in md and "identical / identical" in md

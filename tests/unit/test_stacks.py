@@ -24,9 +24,11 @@ CACHES = ["fbcache_compile", "taylorseer_compile", "magcache_compile"]
 # steps, so these make them skip; MagCache's fixed schedule skips 5 of 6 steps as published. First Block Cache at
 # 2.0 also skips the first step of an image whose residual is within 200% of the last one cached, another image's
 # (about 100% apart), if the cache were not reset between images.
-ON_TINY = {"fbcache_compile": {"fbcache_threshold": 2.0},
-           "taylorseer_compile": {"taylorseer_disable_cache_before_step": 2},
-           "magcache_compile": {}}
+ON_TINY = {
+    "fbcache_compile": {"fbcache_threshold": 2.0},
+    "taylorseer_compile": {"taylorseer_disable_cache_before_step": 2},
+    "magcache_compile": {},
+}
 
 # What the tiny model gave (PSNR against eager, dB): fbcache 57.0, taylorseer 67.0, magcache 51.3. Compile alone
 # gives 133 dB, so an image above MAX_DB means nothing was skipped.
@@ -41,10 +43,16 @@ def _uncompiled_cache(name):
 
     return {
         "fbcache_compile": lambda: FirstBlockCacheConfig(threshold=2.0),
-        "taylorseer_compile": lambda: TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=2, max_order=1,
-                                                            taylor_factors_dtype=torch.bfloat16),
-        "magcache_compile": lambda: MagCacheConfig(threshold=0.24, max_skip_steps=5, retention_ratio=0.1,
-                                                   num_inference_steps=SCENARIO.steps, mag_ratios=FLUX_MAG_RATIOS),
+        "taylorseer_compile": lambda: TaylorSeerCacheConfig(
+            cache_interval=5, disable_cache_before_step=2, max_order=1, taylor_factors_dtype=torch.bfloat16
+        ),
+        "magcache_compile": lambda: MagCacheConfig(
+            threshold=0.24,
+            max_skip_steps=5,
+            retention_ratio=0.1,
+            num_inference_steps=SCENARIO.steps,
+            mag_ratios=FLUX_MAG_RATIOS,
+        ),
     }[name]()
 
 
@@ -117,10 +125,14 @@ def test_an_image_does_not_depend_on_the_one_rendered_before(name, built):
     # The harness renders prompts and seeds one after another: a cache that kept the last image's state would give
     # the same item another image depending on what came before it.
     _, (first, other, again), alone = built(name)
-    assert torch.equal(first, again), (f"{name}: max |diff| {(first - again).abs().max().item():.3g}: the cache "
-                                       "state carried over from the previous image")
-    assert torch.equal(other, alone), (f"{name}: max |diff| {(other - alone).abs().max().item():.3g}: the cache "
-                                       "state carried over from the previous image")
+    assert torch.equal(first, again), (
+        f"{name}: max |diff| {(first - again).abs().max().item():.3g}: the cache "
+        "state carried over from the previous image"
+    )
+    assert torch.equal(other, alone), (
+        f"{name}: max |diff| {(other - alone).abs().max().item():.3g}: the cache "
+        "state carried over from the previous image"
+    )
 
 
 @pytest.mark.parametrize("name", CACHES)
@@ -140,10 +152,14 @@ def test_cache_changes_the_image_but_stays_close(name, eager, built):
 def test_registry_flags_and_published_defaults():
     expected = {
         "fbcache_compile": ({"fbcache_threshold": 0.08}, True),
-        "taylorseer_compile": ({"taylorseer_cache_interval": 5, "taylorseer_disable_cache_before_step": 10,
-                                "taylorseer_max_order": 1}, False),
-        "magcache_compile": ({"magcache_threshold": 0.24, "magcache_max_skip_steps": 5,
-                              "magcache_retention_ratio": 0.1}, False),
+        "taylorseer_compile": (
+            {"taylorseer_cache_interval": 5, "taylorseer_disable_cache_before_step": 10, "taylorseer_max_order": 1},
+            False,
+        ),
+        "magcache_compile": (
+            {"magcache_threshold": 0.24, "magcache_max_skip_steps": 5, "magcache_retention_ratio": 0.1},
+            False,
+        ),
     }
     for name, (params, adaptive) in expected.items():
         variant = get(name)
@@ -160,26 +176,41 @@ def test_magcache_skips_the_same_steps_whatever_the_weights():
 
     from fluxperf.variants.magcache_compile import config
 
-    scenario = Scenario(model="tiny", height=64, width=64, steps=12, dtype="float32", device="cpu",
-                        prompts=("a cat",))
+    scenario = Scenario(model="tiny", height=64, width=64, steps=12, dtype="float32", device="cpu", prompts=("a cat",))
     pipe = build_pipeline(scenario)
     patterns = []
     for seed in (1, 2):
         torch.manual_seed(seed)  # the tiny model's transformer shapes, other random weights
         pipe.transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
-            axes_dims_rope=(4, 6, 6)).eval()
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 6, 6),
+        ).eval()
         calls = []
         # The last block's output projection runs only on computed steps (no compile here, so a hook can count).
         pipe.transformer.single_transformer_blocks[-1].proj_out.register_forward_pre_hook(
-            lambda module, args: calls.append(None))
+            lambda module, args: calls.append(None)
+        )
         pipe.transformer.enable_cache(config(scenario, get("magcache_compile").params))
         per_step = []
         latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
-        pipe(prompt="a cat", height=64, width=64, num_inference_steps=scenario.steps, latents=latents,
-             output_type="pt", max_sequence_length=32,
-             callback_on_step_end=lambda p, i, t, kw: per_step.append(len(calls)) or {})
+        pipe(
+            prompt="a cat",
+            height=64,
+            width=64,
+            num_inference_steps=scenario.steps,
+            latents=latents,
+            output_type="pt",
+            max_sequence_length=32,
+            callback_on_step_end=lambda p, i, t, kw: per_step.append(len(calls)) or {},
+        )
         patterns.append([b - a for a, b in zip([0, *per_step], per_step)])
     assert patterns[0] == patterns[1], patterns
     assert 0 < sum(patterns[0]) < scenario.steps, patterns  # some steps computed, some skipped
@@ -192,15 +223,21 @@ def test_taylorseer_skips_a_run_too_short_to_use_its_cache(tmp_path):
     variant.check(SCENARIO, _params("taylorseer_compile", tmp_path, **ON_TINY["taylorseer_compile"]))
 
 
-@pytest.mark.parametrize("name, needs", [
-    ("ao_fp8_compile", "compute capability 8.9"),
-    ("ao_fp8_tensor_compile", "compute capability 8.9"),
-    ("ao_fp8_static_compile", "compute capability 8.9"),
-    ("compile_cudagraphs", "needs a CUDA device"),
-    ("best_exact", r"need CUDA \(CUDA graphs, the _native_cudnn attention\).*--fluxperf-param=best_exact_cudagraphs="
-                   r"false --fluxperf-param=best_exact_attention=default$"),
-    ("best_cached", r"need CUDA \(the _native_cudnn attention\).*--fluxperf-param=best_cached_attention=default$"),
-])
+@pytest.mark.parametrize(
+    "name, needs",
+    [
+        ("ao_fp8_compile", "compute capability 8.9"),
+        ("ao_fp8_tensor_compile", "compute capability 8.9"),
+        ("ao_fp8_static_compile", "compute capability 8.9"),
+        ("compile_cudagraphs", "needs a CUDA device"),
+        (
+            "best_exact",
+            r"need CUDA \(CUDA graphs, the _native_cudnn attention\).*--fluxperf-param=best_exact_cudagraphs="
+            r"false --fluxperf-param=best_exact_attention=default$",
+        ),
+        ("best_cached", r"need CUDA \(the _native_cudnn attention\).*--fluxperf-param=best_cached_attention=default$"),
+    ],
+)
 def test_cuda_only_variants_skip_on_the_cpu_naming_what_they_need(name, needs, tmp_path, monkeypatch):
     # Without torchao as well, the reason to give is still the hardware: installing torchao wouldn't make it run.
     monkeypatch.setitem(sys.modules, "torchao", None)
@@ -288,8 +325,10 @@ def test_roofline_counts_only_the_work_that_ran(eager, built):
 # CPU inductor takes ~90 s to compile the tiny pipeline's transformer, VAE decoder and T5; aot_eager traces the same
 # graphs (dynamo, fullgraph, AOT autograd: where graph breaks and tensor-subclass failures show) and runs them as
 # traced, in seconds. What inductor itself does with them is the GPU sessions' part.
-CPU_PIECES = {"best_exact": {"best_exact_cudagraphs": False, "best_exact_attention": "_native_math"},
-              "best_cached": {"best_cached_attention": "_native_math"}}
+CPU_PIECES = {
+    "best_exact": {"best_exact_cudagraphs": False, "best_exact_attention": "_native_math"},
+    "best_cached": {"best_cached_attention": "_native_math"},
+}
 BF16 = Scenario(model="tiny", height=64, width=64, steps=6, dtype="bfloat16", device="cpu", prompts=("a cat",))
 
 
@@ -368,10 +407,15 @@ def test_stack_registry_flags_and_cheap_defaults():
     assert {k: cached.params[k] for k in get("magcache_compile").params} == get("magcache_compile").params
 
 
-@pytest.mark.parametrize("name, key, value", [("best_exact", "best_exact_vae", "fast"),
-                                              ("best_exact", "best_exact_text_encoder", "tensorrt"),
-                                              ("best_cached", "best_cached_attention", "warp"),
-                                              ("best_cached", "best_cached_fp8", "int4")])
+@pytest.mark.parametrize(
+    "name, key, value",
+    [
+        ("best_exact", "best_exact_vae", "fast"),
+        ("best_exact", "best_exact_text_encoder", "tensorrt"),
+        ("best_cached", "best_cached_attention", "warp"),
+        ("best_cached", "best_cached_fp8", "int4"),
+    ],
+)
 def test_best_stacks_refuse_an_unknown_setting_naming_it(name, key, value, tmp_path):
     params = _params(name, tmp_path, **{**CPU_PIECES[name], key: value})
     with pytest.raises(ValueError, match=f"{key} must be one of .*; got '{value}'"):
@@ -385,12 +429,15 @@ def test_ao_fp8_tuning_is_off_by_default_and_reaches_only_its_own_compile(monkey
     asked = []
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: asked.append(kwargs) or model)
     for tuning in ("off", "all_directions"):
-        get("ao_fp8_compile").build(share_modules(eager_bf16[0]), BF16,
-                                    _params("ao_fp8_compile", tmp_path, ao_fp8_tuning=tuning))
+        get("ao_fp8_compile").build(
+            share_modules(eager_bf16[0]), BF16, _params("ao_fp8_compile", tmp_path, ao_fp8_tuning=tuning)
+        )
     # Off: compiled exactly as `compile` is, so the two share inductor's caches; tuned: what torchao recommends.
     assert asked == [{"fullgraph": True}, {"fullgraph": True, "options": ao_fp8_compile.TUNING["all_directions"]}]
-    assert ao_fp8_compile.TUNING["all_directions"] == {"coordinate_descent_tuning": True,
-                                                       "coordinate_descent_check_all_directions": True}
+    assert ao_fp8_compile.TUNING["all_directions"] == {
+        "coordinate_descent_tuning": True,
+        "coordinate_descent_check_all_directions": True,
+    }
     _pretend_gpu(monkeypatch, (9, 0))
     gpu = Scenario(model="tiny", height=64, width=64, steps=6, dtype="bfloat16", device="cuda", prompts=("a cat",))
     with pytest.raises(ValueError, match="ao_fp8_tuning must be one of off, coordinate_descent, all_directions"):
@@ -410,12 +457,14 @@ def test_fp8_recipe_quantizes_the_copy_and_stays_close_to_eager(recipe, monkeypa
     eager_pipe, eager_image = eager_bf16
     snapshot = {n: (p, p.detach().clone()) for n, p in eager_pipe.transformer.named_parameters()}
     pipe = share_modules(eager_pipe)
-    names = ao_fp8_compile.quantize(pipe, BF16, _params("ao_fp8_static_compile", tmp_path, ao_fp8_calib_size=1),
-                                    recipe)
+    names = ao_fp8_compile.quantize(pipe, BF16, _params("ao_fp8_static_compile", tmp_path, ao_fp8_calib_size=1), recipe)
 
     assert "transformer_blocks.0.attn.to_q" in names and "single_transformer_blocks.0.proj_out" in names, names
-    kept = {n.split(".")[0] for n, m in pipe.transformer.named_modules()
-            if isinstance(m, torch.nn.Linear) and not isinstance(m.weight, TorchAOBaseTensor)}
+    kept = {
+        n.split(".")[0]
+        for n, m in pipe.transformer.named_modules()
+        if isinstance(m, torch.nn.Linear) and not isinstance(m.weight, TorchAOBaseTensor)
+    }
     if recipe == "static":
         # Model Optimizer's FLUX exclusions stay bf16; every other linear got a calibrated, finite input scale.
         assert kept == set(modelopt_recipe.EXCLUDED_MODULES), kept
@@ -436,12 +485,14 @@ def test_ao_fp8_min_features_keeps_the_small_linears_in_bf16(monkeypatch, tmp_pa
     _fp8_patch(monkeypatch)
     # The tiny model's linears are 16 to 192 wide: 32 drops the latent embedder (16 → 32) and the final projection
     # (32 → 16), as 3072 drops FLUX.1-dev's small ones.
-    names = ao_fp8_compile.quantize(share_modules(eager_bf16[0]), BF16,
-                                    _params("ao_fp8_compile", tmp_path, ao_fp8_min_features=32), "row")
+    names = ao_fp8_compile.quantize(
+        share_modules(eager_bf16[0]), BF16, _params("ao_fp8_compile", tmp_path, ao_fp8_min_features=32), "row"
+    )
     assert "x_embedder" not in names and "proj_out" not in names and "transformer_blocks.0.attn.to_q" in names
     with pytest.raises(RuntimeError, match="ao_fp8_min_features=33 excludes them all"):
-        ao_fp8_compile.quantize(share_modules(eager_bf16[0]), BF16,
-                                _params("ao_fp8_compile", tmp_path, ao_fp8_min_features=33), "row")
+        ao_fp8_compile.quantize(
+            share_modules(eager_bf16[0]), BF16, _params("ao_fp8_compile", tmp_path, ao_fp8_min_features=33), "row"
+        )
 
 
 def test_best_exact_builds_on_the_copy_and_leaves_eager_as_it_was(eager, best, traced_compile):
@@ -475,8 +526,11 @@ def test_best_exact_asks_for_cuda_graphs_and_cudnn_attention_by_default(eager, m
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: asked.append((model, kwargs)) or model)
     pipe = get("best_exact").build(share_modules(eager[0]), SCENARIO, _params("best_exact", tmp_path))
     assert [kw for model, kw in asked if model is pipe.transformer] == [
-        {"fullgraph": True, "options": {"triton.cudagraphs": True}}]  # what mode="reduce-overhead" sets
-    assert pipe.transformer.transformer_blocks[0].attn.processor._attention_backend == AttentionBackendName._NATIVE_CUDNN
+        {"fullgraph": True, "options": {"triton.cudagraphs": True}}
+    ]  # what mode="reduce-overhead" sets
+    assert (
+        pipe.transformer.transformer_blocks[0].attn.processor._attention_backend == AttentionBackendName._NATIVE_CUDNN
+    )
 
 
 def test_best_exact_is_lossless_and_deterministic(eager, best):
@@ -491,8 +545,9 @@ def test_channels_last_vae_restrides_only_the_copy(eager):
     from fluxperf.variants.best_exact import channels_last
 
     eager_pipe, eager_image = eager
-    convs = {n: (m.weight, m.weight.stride()) for n, m in eager_pipe.vae.named_modules()
-             if isinstance(m, torch.nn.Conv2d)}
+    convs = {
+        n: (m.weight, m.weight.stride()) for n, m in eager_pipe.vae.named_modules() if isinstance(m, torch.nn.Conv2d)
+    }
     pipe = share_modules(eager_pipe)
     assert channels_last(pipe.vae) == len(convs)
     conv = pipe.vae.decoder.conv_in.weight
@@ -521,13 +576,21 @@ def test_best_cached_is_magcache_on_exact_pieces(eager, best):
 
 
 def test_best_cached_quantizes_the_fused_projections_and_traces_fp8_beneath_its_hooks(
-        monkeypatch, tmp_path, eager_bf16, traced_compile):
+    monkeypatch, tmp_path, eager_bf16, traced_compile
+):
     from torchao.utils import TorchAOBaseTensor
 
     _fp8_patch(monkeypatch)
     eager_pipe, eager_image = eager_bf16
-    params = _params("best_cached", tmp_path, best_cached_attention="default", best_cached_fp8="static",
-                     best_cached_vae="eager", best_cached_text_encoder="eager", ao_fp8_calib_size=1)
+    params = _params(
+        "best_cached",
+        tmp_path,
+        best_cached_attention="default",
+        best_cached_fp8="static",
+        best_cached_vae="eager",
+        best_cached_text_encoder="eager",
+        ao_fp8_calib_size=1,
+    )
     pipe = get("best_cached").build(share_modules(eager_pipe), BF16, params)
     attn = pipe.transformer.transformer_blocks[0].attn
     # Fused first, quantized second: the projections the attention calls are the fp8 ones, and the separate ones it

@@ -40,11 +40,20 @@ from fluxperf.rules import FAIL, INCONCLUSIVE, PASS, WARN
 from tests.neighbour import long_slowdown, overlap, slowdown
 
 TRIALS = 1000
-ROUNDS, MAX_ROUNDS = 5, 40            # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
+ROUNDS, MAX_ROUNDS = 5, 40  # the plugin's defaults (--fluxperf-rounds, --fluxperf-max-rounds)
 EAGER_S = 2.2
 PROBE_S = {"matmul_s": 180e-6, "copy_s": 131e-6, "launch_s": 80e-6}
-SIGMA = {"host_session": 0.24, "gpu_session": 0.008, "eager_residual": 0.03, "host_call": 0.10,
-         "eager_call": 0.03, "gpu_call": 0.01, "matmul": 0.025, "copy": 0.01, "launch": 0.05}
+SIGMA = {
+    "host_session": 0.24,
+    "gpu_session": 0.008,
+    "eager_residual": 0.03,
+    "host_call": 0.10,
+    "eager_call": 0.03,
+    "gpu_call": 0.01,
+    "matmul": 0.025,
+    "copy": 0.01,
+    "launch": 0.05,
+}
 DISTURBED_SESSIONS, DISTURBED_CALLS, DISTURBED_START = 0.3, (6, 16), 40
 
 
@@ -55,6 +64,7 @@ class Pipeline:
     seconds × (busy × gpu + (1 - busy) × host). pruna_cache_compile (84-91% busy) moved 2% when the host probe
     moved 12%; compile (94%) stayed within 0.8% between sessions whose host moved eager by a log-sd of 0.24.
     A host-bound variant (a cache without compile) follows the host one for one, call-to-call wobble included."""
+
     seconds: float
     busy: float
 
@@ -76,6 +86,7 @@ class World:
     `host` and `gpu` slow the machine (the probe sees them and so does every pipeline bound by that resource);
     `eager` and `variant` slow one pipeline alone, where no probe can see it; `neighbour` is another process's
     share of the GPU, in bursts of a few ms (tests/neighbour.py)."""
+
     eager: float = 1.0
     variant: float = 1.0
     host: float = 1.0
@@ -131,21 +142,35 @@ class Session:
         # each lose what their own stretch of its timeline costs them.
         reading = contention.Reading(gpu_other_busy=round(overlap(rng, duty, QUIET_S), 2))
         slow_gpu *= slowdown(rng, duty, self.kappa, PROBE_WINDOW_S)
-        probe = {"matmul_s": PROBE_S["matmul_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["matmul"])),
-                 "copy_s": PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])),
-                 "launch_s": PROBE_S["launch_s"] * self.host * wobble * slow_host
-                 * math.exp(self.rng.normal(0, SIGMA["launch"]))}
+        probe = {
+            "matmul_s": PROBE_S["matmul_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["matmul"])),
+            "copy_s": PROBE_S["copy_s"] * self.gpu * slow_gpu * math.exp(self.rng.normal(0, SIGMA["copy"])),
+            "launch_s": PROBE_S["launch_s"]
+            * self.host
+            * wobble
+            * slow_host
+            * math.exp(self.rng.normal(0, SIGMA["launch"])),
+        }
         busy = EAGER_BUSY if eager else self.pipeline.busy
         seconds = EAGER_S if eager else self.pipeline.seconds
         # The neighbour slows the share of the call the GPU runs this process's kernels.
         slow_call *= busy * long_slowdown(rng, duty, self.kappa, busy * seconds) + 1 - busy
         if eager:
-            wall = (EAGER_S * self.host ** EAGER_HOST_ELASTICITY * self.residual * self.world.eager * wobble
-                    * slow_call * self._noise(SIGMA["eager_call"]))
+            wall = (
+                EAGER_S
+                * self.host**EAGER_HOST_ELASTICITY
+                * self.residual
+                * self.world.eager
+                * wobble
+                * slow_call
+                * self._noise(SIGMA["eager_call"])
+            )
         elif self.kind == "host":
             wall = self._median_variant() * wobble * slow_call * self._noise(SIGMA["eager_call"])
         else:
-            wall = self._median_variant() * wobble ** (1 - self.pipeline.busy) * slow_call * self._noise(SIGMA["gpu_call"])
+            wall = (
+                self._median_variant() * wobble ** (1 - self.pipeline.busy) * slow_call * self._noise(SIGMA["gpu_call"])
+            )
         return Call(eager, wall, probe, reading)
 
     def more_rounds(self, k: int, start: int) -> Timings:
@@ -170,8 +195,9 @@ def judge(rng, world: World, kind: str = "gpu", changes=()) -> tuple[verdicts.Ve
     entry = record_baseline(rng, kind)
     session = Session(rng, world, kind)
     ctx = replace(CTX, changes=tuple(changes))
-    speed, timings = verdicts.speed("fast", session.more_rounds(ROUNDS, 0), entry, ctx, ROUNDS, MAX_ROUNDS, "host",
-                                    session.more_rounds)
+    speed, timings = verdicts.speed(
+        "fast", session.more_rounds(ROUNDS, 0), entry, ctx, ROUNDS, MAX_ROUNDS, "host", session.more_rounds
+    )
     return speed, verdicts.stack("fast", timings, entry, ctx)
 
 
@@ -191,6 +217,7 @@ def share(messages, which: int, status: str, text: str = "") -> float:
 
 
 # ----- the table the README states, row by row (a GPU-bound variant such as compile) -----------------------------
+
 
 def test_nothing_changed_fails_at_most_one_percent_of_sessions():
     r = rates(1, World())
@@ -214,8 +241,9 @@ def test_eager_alone_moving_30_percent_never_fails_and_says_eager_moved(factor):
     assert r["speed"].get(FAIL, 0) == 0, r["speed"]
     moved = [v for v, _ in r["messages"] if abs(v.details["eager_change"]) > math.log1p(0.03)]
     assert len(moved) > TRIALS / 2, "eager moving 30% should be seen in most sessions"
-    assert all("; eager moved (" in v.message for v in moved), \
-        next(v.message for v in moved if "; eager moved (" not in v.message)
+    assert all("; eager moved (" in v.message for v in moved), next(
+        v.message for v in moved if "; eager moved (" not in v.message
+    )
 
 
 def test_everything_ten_percent_slower_on_the_same_software_warns_whole_machine_slower():
@@ -233,8 +261,10 @@ def test_a_slower_gpu_or_host_alone_is_not_a_speed_failure(world):
 
 def test_everything_ten_percent_slower_after_a_library_update_fails_naming_it():
     r = rates(7, World(eager=1.10, variant=1.10), changes=TORCH_UPDATE)
-    named = sum(any(v.status == FAIL and "torch 2.11.0 → 2.12.0" in v.message for v in pair)
-                for pair in r["messages"]) / TRIALS
+    named = (
+        sum(any(v.status == FAIL and "torch 2.11.0 → 2.12.0" in v.message for v in pair) for pair in r["messages"])
+        / TRIALS
+    )
     assert named >= 0.95, (r["speed"], r["stack"])
     # The stack verdict is the one that names it as the suspect of a whole-stack slowdown.
     assert share(r["messages"], 1, FAIL, "suspects: torch 2.11.0 → 2.12.0") >= 0.90, r["stack"]
@@ -252,6 +282,7 @@ def test_a_new_commit_that_changed_nothing_fails_no_stack_verdict():
 
 # ----- another process on the GPU: its kernels in bursts of a few ms, 10-30% of the time -------------------------
 
+
 @pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
 def test_a_neighbour_on_the_gpu_fails_at_most_one_percent_and_is_named(duty):
     r = rates(21, World(neighbour=duty))
@@ -259,8 +290,9 @@ def test_a_neighbour_on_the_gpu_fails_at_most_one_percent_and_is_named(duty):
     assert r["stack"].get(FAIL, 0) == 0, r["stack"]
     # Whatever is not a PASS names the sharing with its numbers.
     unsure = [v for v, _ in r["messages"] if v.status != PASS]
-    assert all("the machine was shared: another process kept the GPU busy" in v.message for v in unsure), \
-        next(v.message for v in unsure if "the machine was shared" not in v.message)
+    assert all("the machine was shared: another process kept the GPU busy" in v.message for v in unsure), next(
+        v.message for v in unsure if "the machine was shared" not in v.message
+    )
 
 
 @pytest.mark.parametrize("duty", [0.1, 0.2, 0.3])
@@ -280,11 +312,12 @@ def test_a_regression_far_beyond_what_the_neighbour_explains_still_fails():
 
 # ----- a host-bound variant (a cache without compile, 67% busy) beside a host-bound eager --------------------------
 
+
 def test_host_bound_every_pipeline_slower_where_no_probe_looks_is_not_blamed_on_the_variant():
     """Another process taking the CPU in turns makes every call 50% slower and no probe sample: eager takes the
     blame, as the variant slowed no more than eager did."""
     r = rates(31, World(eager=1.5, variant=1.5), "host")
-    assert r["speed"].get(FAIL, 0) <= 0.025, r["speed"]   # a 95% interval's one-sided 2.5%
+    assert r["speed"].get(FAIL, 0) <= 0.025, r["speed"]  # a 95% interval's one-sided 2.5%
     assert share(r["messages"], 0, WARN, "not fast alone") >= 0.95, r["speed"]
 
 
@@ -310,17 +343,23 @@ def test_the_recorded_shared_cpu_session_is_blamed_on_the_host():
 
 # ----- the parts of the rule, one at a time ------------------------------------------------------------------------
 
+
 def _run(samples, busy=0.94, bound="gpu", probe_scale=1.0):
     probe = {k: [v * probe_scale] * len(samples) for k, v in PROBE_S.items()}
-    return Timings(samples_s=list(samples), eager_samples_s=[EAGER_S] * len(samples), probe=probe, eager_probe=probe,
-                   recorded={"bound": bound, "gpu_busy": busy})
+    return Timings(
+        samples_s=list(samples),
+        eager_samples_s=[EAGER_S] * len(samples),
+        probe=probe,
+        eager_probe=probe,
+        recorded={"bound": bound, "gpu_busy": busy},
+    )
 
 
 def test_a_disturbed_stretch_moves_the_lower_quartile_far_less_than_the_median_or_a_trimmed_mean():
     rng = np.random.default_rng(11)
     quiet = 1.23 * np.exp(rng.normal(0, 0.01, 20))
     disturbed = quiet.copy()
-    disturbed[5:14] *= rng.uniform(1.05, 1.37, 9)   # 9 of 20 rounds, as in the shipped H200 baseline
+    disturbed[5:14] *= rng.uniform(1.05, 1.37, 9)  # 9 of 20 rounds, as in the shipped H200 baseline
     low = stats.latency_change(disturbed, quiet)
     trimmed = stats.log_change(disturbed, quiet)
     median = math.log(np.median(disturbed) / np.median(quiet))
@@ -331,18 +370,19 @@ def test_at_the_round_cap_an_estimate_beyond_the_tolerance_fails_only_if_its_int
     base = _run(1.23 * np.exp(np.random.default_rng(12).normal(0, 0.01, 20)))
     narrow = _run(1.23 * 1.04 * np.exp(np.random.default_rng(18).normal(0, 0.04, 40)))
     wide = _run(1.23 * 1.10 * np.exp(np.random.default_rng(13).normal(0, 0.15, 40)))
-    for run, final, status in ((narrow, False, INCONCLUSIVE), (narrow, True, FAIL),
-                               (wide, True, INCONCLUSIVE)):
+    for run, final, status in ((narrow, False, INCONCLUSIVE), (narrow, True, FAIL), (wide, True, INCONCLUSIVE)):
         v = verdicts.judge_speed("fast", run, base, 0.03, CTX, final=final)
         assert v.details["ci"][0] < math.log1p(0.03) < v.details["slowdown"], v.message
         assert v.status == status, v.message
-    assert "still reaches below the tolerance" in verdicts.judge_speed("fast", narrow, base, 0.03, CTX,
-                                                                       final=True).message
+    assert (
+        "still reaches below the tolerance" in verdicts.judge_speed("fast", narrow, base, 0.03, CTX, final=True).message
+    )
 
 
 def test_a_failure_on_the_first_rounds_is_confirmed_with_as_many_rounds_again():
     class Disturbed(Session):
         """The whole first set of rounds disturbed, nothing after it."""
+
         variant_calls = 0
 
         def _call(self, eager):
@@ -366,10 +406,13 @@ def test_a_failure_on_the_first_rounds_is_confirmed_with_as_many_rounds_again():
 def test_a_gpu_bound_pipeline_follows_the_host_for_the_share_of_a_call_its_gpu_waits():
     quiet = 1.23 * np.exp(np.random.default_rng(16).normal(0, 0.005, 20))
     base = _run(quiet, busy=0.80)
-    now = _run(quiet * (0.8 + 0.2 * 1.3), busy=0.84, probe_scale=1.0)   # host 30% slower, GPU the same
-    now = replace(now, probe={**now.probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20},
-                  eager_probe={**now.eager_probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20})
-    assert stats.host_share(now, base) == pytest.approx(0.16)   # the busier session's
+    now = _run(quiet * (0.8 + 0.2 * 1.3), busy=0.84, probe_scale=1.0)  # host 30% slower, GPU the same
+    now = replace(
+        now,
+        probe={**now.probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20},
+        eager_probe={**now.eager_probe, "launch_s": [PROBE_S["launch_s"] * 1.3] * 20},
+    )
+    assert stats.host_share(now, base) == pytest.approx(0.16)  # the busier session's
     stat = stats.own_change(now, base, stats.machine_change(now.all_probe, base.all_probe))
     assert "16% weight on the host probe" in messages.method(base.bound, stats.host_share(now, base))
     # Predicted +0.16 × log 1.3 ≈ +4.3%; the pipeline moved +6% (a 20% share): net about +1.6%, not +6%.
@@ -384,25 +427,41 @@ def test_the_recorded_h200_sessions_judge_as_they_should():
         for name in ("compile", "pruna_cache_compile"):
             entry = baselines.entry(base, name)
             now = Result.from_json(variants[name], version=2).timings
-            v = verdicts.judge_speed(name, now, entry.result.timings, entry.tolerance["speed"], CTX, "host",
-                                     final=len(now.samples_s) >= MAX_ROUNDS)
+            v = verdicts.judge_speed(
+                name,
+                now,
+                entry.result.timings,
+                entry.tolerance["speed"],
+                CTX,
+                "host",
+                final=len(now.samples_s) >= MAX_ROUNDS,
+            )
             if session == "slow":
                 assert v.status == FAIL, v.message
             else:
                 assert v.status != FAIL, v.message
 
 
-ROWS = (("nothing changed", World(), ()), ("the variant alone 10% slower", World(variant=1.10), ()),
-        ("the variant alone 50% slower", World(variant=1.50), ()),
-        ("eager alone 30% slower", World(eager=1.30), ()),
-        ("host and GPU 10% slower (the probe sees it)", World(host=1.10, gpu=1.10), ()),
-        ("every pipeline 10% slower, no probe sees it", World(eager=1.10, variant=1.10), ()),
-        ("every pipeline 50% slower, no probe sees it", World(eager=1.50, variant=1.50), ()),
-        ("every pipeline 10% slower after a torch update", World(eager=1.10, variant=1.10), TORCH_UPDATE),
-        *((f"another process on the GPU {d:.0%} of the time", World(neighbour=d), ()) for d in (0.1, 0.2, 0.3)),
-        *((f"the variant 15% slower, another process on the GPU {d:.0%} of the time",
-           World(neighbour=d, variant=1.15), ()) for d in (0.1, 0.2, 0.3)),
-        ("the variant 50% slower, another process on the GPU 10% of the time", World(neighbour=0.1, variant=1.5), ()))
+ROWS = (
+    ("nothing changed", World(), ()),
+    ("the variant alone 10% slower", World(variant=1.10), ()),
+    ("the variant alone 50% slower", World(variant=1.50), ()),
+    ("eager alone 30% slower", World(eager=1.30), ()),
+    ("host and GPU 10% slower (the probe sees it)", World(host=1.10, gpu=1.10), ()),
+    ("every pipeline 10% slower, no probe sees it", World(eager=1.10, variant=1.10), ()),
+    ("every pipeline 50% slower, no probe sees it", World(eager=1.50, variant=1.50), ()),
+    ("every pipeline 10% slower after a torch update", World(eager=1.10, variant=1.10), TORCH_UPDATE),
+    *((f"another process on the GPU {d:.0%} of the time", World(neighbour=d), ()) for d in (0.1, 0.2, 0.3)),
+    *(
+        (
+            f"the variant 15% slower, another process on the GPU {d:.0%} of the time",
+            World(neighbour=d, variant=1.15),
+            (),
+        )
+        for d in (0.1, 0.2, 0.3)
+    ),
+    ("the variant 50% slower, another process on the GPU 10% of the time", World(neighbour=0.1, variant=1.5), ()),
+)
 
 
 if __name__ == "__main__":

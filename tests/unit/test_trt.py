@@ -12,19 +12,29 @@ from fluxperf import fp8, pipelines, trt, variants
 from fluxperf.models import build_pipeline
 from fluxperf.scenario import Scenario, shipped_prompts
 
-SCENARIO = Scenario(model="tiny", height=64, width=64, steps=3, dtype="bfloat16", device="cpu",
-                    prompts=shipped_prompts()[:2], seeds=(0,))
+SCENARIO = Scenario(
+    model="tiny",
+    height=64,
+    width=64,
+    steps=3,
+    dtype="bfloat16",
+    device="cpu",
+    prompts=shipped_prompts()[:2],
+    seeds=(0,),
+)
 # FLUX.1-dev's transformer config, as far as the engine's I/O depends on it.
-FLUX_DEV = SimpleNamespace(in_channels=64, out_channels=None, joint_attention_dim=4096,
-                           pooled_projection_dim=768, guidance_embeds=True)
+FLUX_DEV = SimpleNamespace(
+    in_channels=64, out_channels=None, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True
+)
 ONNX_DTYPES = {"bfloat16": 16, "float32": 1}  # onnx.TensorProto.BFLOAT16 / FLOAT
 
 
 def render(pipe, scenario=SCENARIO):
     """Every prompt and seed as the bench renders them, with the 512 text tokens the engine's profile is built for."""
     noise = {seed: pipelines.latents(pipe, scenario, seed) for seed in scenario.seeds}
-    return torch.cat([pipelines.render(pipe, scenario, p, noise[seed], text_tokens=trt.TEXT_TOKENS)
-                      for p, seed in scenario.items])
+    return torch.cat(
+        [pipelines.render(pipe, scenario, p, noise[seed], text_tokens=trt.TEXT_TOKENS) for p, seed in scenario.items]
+    )
 
 
 def test_io_spec_follows_the_scenario_at_flux_dev_shapes():
@@ -59,11 +69,13 @@ def test_a_model_without_guidance_embeds_takes_no_guidance_input():
 
 def _key(**changes):
     scenario = dataclasses.replace(Scenario(model="synthetic", height=512, width=512), **changes.pop("scenario", {}))
-    args = {"spec": trt.io_spec(scenario, FLUX_DEV),
-            "quant_config": {"quant_cfg": [{"quantizer_name": "*", "enable": False}], "algorithm": "max"},
-            "calib_prompts": ["a fox", "a lighthouse"],
-            "versions": {"tensorrt": "10.13.0", "nvidia-modelopt": "0.47.0", "torch": "2.11.0"},
-            "gpu": "NVIDIA H100 80GB HBM3"}
+    args = {
+        "spec": trt.io_spec(scenario, FLUX_DEV),
+        "quant_config": {"quant_cfg": [{"quantizer_name": "*", "enable": False}], "algorithm": "max"},
+        "calib_prompts": ["a fox", "a lighthouse"],
+        "versions": {"tensorrt": "10.13.0", "nvidia-modelopt": "0.47.0", "torch": "2.11.0"},
+        "gpu": "NVIDIA H100 80GB HBM3",
+    }
     for name, value in changes.items():
         args[name] = value
     return trt.cache_key(scenario, **args)
@@ -109,9 +121,11 @@ def test_check_io_accepts_the_spec_and_names_any_difference():
     spec = trt.io_spec(SCENARIO, FLUX_DEV)
     found = {s.name: ("input", s.dtype) for s in spec.inputs} | {"latent": ("output", "bfloat16")}
     trt.check_io(found, spec, "engine.plan")
-    for broken in ({**found, "img_ids": ("input", "bfloat16")},
-                   {k: v for k, v in found.items() if k != "guidance"},
-                   {**found, "latent": ("input", "bfloat16")}):
+    for broken in (
+        {**found, "img_ids": ("input", "bfloat16")},
+        {k: v for k, v in found.items() if k != "guidance"},
+        {**found, "latent": ("input", "bfloat16")},
+    ):
         with pytest.raises(RuntimeError, match="engine.plan"):
             trt.check_io(broken, spec, "engine.plan")
 

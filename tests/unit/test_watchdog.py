@@ -51,8 +51,9 @@ def test_a_long_step_says_it_is_still_running_and_what_is_known():
         time.sleep(0.25)
     beats = [line for line in lines if "still running" in line]
     # Only the innermost step speaks while it runs; the outer one speaks again once it is innermost.
-    assert any("warm-up call: still running after 0 s (inductor has generated 7 kernels so far)" in b
-               for b in beats), lines
+    assert any("warm-up call: still running after 0 s (inductor has generated 7 kernels so far)" in b for b in beats), (
+        lines
+    )
     assert any("building compile: still running" in b for b in beats), lines
     warmup_done = lines.index(next(line for line in lines if "warm-up call done" in line))
     assert not any("building compile: still running" in b for b in lines[:warmup_done]), lines

