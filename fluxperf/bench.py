@@ -162,15 +162,7 @@ class Bench:
         """Build, warm up, time and render one variant. Raises what the build raised; the result records it."""
         variant = variants.get(name)
         params = {k: self.settings.params.get(k, default) for k, default in variant.params.items()}
-        result = self.results[name] = Result(
-            name,
-            worker=self.worker,
-            timed=variant.timed,
-            lossless=variant.lossless,
-            adaptive=variant.adaptive,
-            libraries=variant.libraries,
-            params=params,
-        )
+        result = self.results[name] = Result.of(variant, params, self.worker)
         live = Live(self, result)
         try:
             if variant.check is not None:

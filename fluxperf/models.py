@@ -57,14 +57,10 @@ def _tiny_tokenizers(max_length: int):
     return clip, t5
 
 
-def _tiny(scenario: Scenario):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    clip_tok, t5_tok = _tiny_tokenizers(max_length=32)
-    # Each module gets its own seed so that changing one size doesn't reshuffle the others' weights.
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
+# Every real diffusers/transformers FLUX component at toy sizes (the text encoders' vocab sizes follow their
+# tokenizers). tests/unit/test_stacks.py builds the same transformer shapes with other weights.
+TINY = {
+    "transformer": dict(
         patch_size=1,
         in_channels=16,
         num_layers=1,
@@ -75,39 +71,30 @@ def _tiny(scenario: Scenario):
         pooled_projection_dim=32,
         guidance_embeds=True,
         axes_dims_rope=(4, 6, 6),
-    )
-    torch.manual_seed(1)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip_tok),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=32,
-            hidden_act="quick_gelu",
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    torch.manual_seed(2)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=max(len(t5_tok), 128),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-            decoder_start_token_id=0,
-        )
-    )
-    torch.manual_seed(3)
-    vae = AutoencoderKL(
+    ),
+    "clip": dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+        hidden_act="quick_gelu",
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    ),
+    "t5": dict(
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        decoder_start_token_id=0,
+    ),
+    "vae": dict(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -122,101 +109,36 @@ def _tiny(scenario: Scenario):
         use_quant_conv=False,
         use_post_quant_conv=False,
         force_upcast=False,
-    )
-    scheduler = _flux_scheduler(FlowMatchEulerDiscreteScheduler)
-    pipe = FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tok,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tok,
-        transformer=transformer,
-    )
-    return pipe.to(device=scenario.device, dtype=torch_dtype(scenario.dtype))
-
-
-def _flux_scheduler(cls):
-    return cls(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
-
-
-def _synthetic(scenario: Scenario, progress: Progress):
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
-
-    if scenario.device == "cpu":
-        raise ModelSourceError(
-            "the synthetic model is 17 B parameters and is built on the GPU only; on CPU use --fluxperf-model tiny"
-        )
-    dtype = torch_dtype(scenario.dtype)
-    clip_tok, t5_tok = _tiny_tokenizers(max_length=512)
-    old_dtype = torch.get_default_dtype()
-    # Created directly on the GPU in the target dtype: building fp32 on the CPU first takes minutes
-    # and ~70 GB of RAM. A fixed seed makes every rebuild in a session identical.
-    torch.manual_seed(0)
-    try:
-        torch.set_default_dtype(dtype)
-        with torch.device(scenario.device):
-            transformer, t5, clip, vae = _synthetic_modules(progress)
-    finally:
-        torch.set_default_dtype(old_dtype)
-    scheduler = _flux_scheduler(FlowMatchEulerDiscreteScheduler)
-    pipe = FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tok,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tok,
-        transformer=transformer,
-    )
-    return pipe.to(device=scenario.device, dtype=dtype)
-
-
-def _synthetic_modules(progress: Progress) -> tuple:
-    """FLUX.1-dev's transformer, T5-XXL, CLIP-L and VAE with random weights, in the default device and dtype."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    progress("synthetic: FLUX.1-dev transformer (11.9 B parameters, random weights)")
-    transformer = FluxTransformer2DModel(guidance_embeds=True)  # the defaults are FLUX.1-dev's shapes
-    progress("synthetic: T5-XXL encoder (4.76 B parameters)")
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=32128,
-            d_model=4096,
-            d_kv=64,
-            d_ff=10240,
-            num_layers=24,
-            num_heads=64,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-            decoder_start_token_id=0,
-        )
-    )
-    progress("synthetic: CLIP-L text encoder and FLUX VAE")
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    vae = AutoencoderKL(
+    ),
+}
+# FLUX.1-dev's shapes (docs: FACTS.md); the transformer's defaults are FLUX.1-dev's.
+SYNTHETIC = {
+    "transformer": dict(guidance_embeds=True),
+    "clip": dict(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    ),
+    "t5": dict(
+        vocab_size=32128,
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        decoder_start_token_id=0,
+    ),
+    "vae": dict(
         in_channels=3,
         out_channels=3,
         latent_channels=16,
@@ -231,12 +153,97 @@ def _synthetic_modules(progress: Progress) -> tuple:
         use_quant_conv=False,
         use_post_quant_conv=False,
         force_upcast=True,
+    ),
+}
+
+
+def _assemble(transformer, clip, clip_tok, t5, t5_tok, vae):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
     )
-    return transformer, t5, clip, vae
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
+    )
+
+
+def _tiny(scenario: Scenario):
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    clip_tok, t5_tok = _tiny_tokenizers(max_length=32)
+    # Each module gets its own seed so that changing one size doesn't reshuffle the others' weights.
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(**TINY["transformer"])
+    torch.manual_seed(1)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(clip_tok), **TINY["clip"]))
+    torch.manual_seed(2)
+    t5 = T5EncoderModel(T5Config(vocab_size=max(len(t5_tok), 128), **TINY["t5"]))
+    torch.manual_seed(3)
+    vae = AutoencoderKL(**TINY["vae"])
+    pipe = _assemble(transformer, clip, clip_tok, t5, t5_tok, vae)
+    return pipe.to(device=scenario.device, dtype=torch_dtype(scenario.dtype))
+
+
+def _synthetic(scenario: Scenario, progress: Progress):
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    if scenario.device == "cpu":
+        raise ModelSourceError(
+            "the synthetic model is 17 B parameters and is built on the GPU only; on CPU use --fluxperf-model tiny"
+        )
+    dtype = torch_dtype(scenario.dtype)
+    clip_tok, t5_tok = _tiny_tokenizers(max_length=512)
+    old_dtype = torch.get_default_dtype()
+    # Created directly on the GPU in the target dtype: building fp32 on the CPU first takes minutes
+    # and ~70 GB of RAM. A fixed seed makes every rebuild in a session identical.
+    torch.manual_seed(0)
+    try:
+        torch.set_default_dtype(dtype)
+        with torch.device(scenario.device):
+            progress("synthetic: FLUX.1-dev transformer (11.9 B parameters, random weights)")
+            transformer = FluxTransformer2DModel(**SYNTHETIC["transformer"])
+            progress("synthetic: T5-XXL encoder (4.76 B parameters)")
+            t5 = T5EncoderModel(T5Config(**SYNTHETIC["t5"]))
+            progress("synthetic: CLIP-L text encoder and FLUX VAE")
+            clip = CLIPTextModel(CLIPTextConfig(**SYNTHETIC["clip"]))
+            vae = AutoencoderKL(**SYNTHETIC["vae"])
+    finally:
+        torch.set_default_dtype(old_dtype)
+    return _assemble(transformer, clip, clip_tok, t5, t5_tok, vae).to(device=scenario.device, dtype=dtype)
 
 
 def _pretrained(scenario: Scenario, progress: Progress):
     from diffusers import FluxPipeline
+
+    source = os.path.expanduser(scenario.model)
+    where = "local directory" if os.path.isdir(source) else "Hugging Face repo"
+    progress(f"loading {scenario.model} ({where}{', revision ' + scenario.revision if scenario.revision else ''})")
+    try:
+        pipe = FluxPipeline.from_pretrained(source, revision=scenario.revision, torch_dtype=torch_dtype(scenario.dtype))
+    # huggingface_hub's errors are OSErrors: HfHubHTTPError through HTTPError, LocalEntryNotFoundError a
+    # FileNotFoundError.
+    except OSError as exc:
+        raise ModelSourceError(_load_error(exc, scenario, source)) from None
+    return pipe.to(scenario.device)
+
+
+def _load_error(exc: OSError, scenario: Scenario, source: str) -> str:
+    """What to do when the model can't be loaded, by what went wrong."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
@@ -244,41 +251,27 @@ def _pretrained(scenario: Scenario, progress: Progress):
         RevisionNotFoundError,
     )
 
-    source = os.path.expanduser(scenario.model)
-    where = "local directory" if os.path.isdir(source) else "Hugging Face repo"
-    progress(f"loading {scenario.model} ({where}{', revision ' + scenario.revision if scenario.revision else ''})")
-    fallback = "or run on random weights with --fluxperf-model synthetic"
-    try:
-        pipe = FluxPipeline.from_pretrained(source, revision=scenario.revision, torch_dtype=torch_dtype(scenario.dtype))
-    except GatedRepoError:
-        raise ModelSourceError(
-            f"{scenario.model} is gated: accept its license on huggingface.co and export HF_TOKEN "
-            f"(a read token), {fallback}"
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelSourceError(f"revision {scenario.revision!r} of {scenario.model} does not exist") from None
-    except RepositoryNotFoundError:
-        raise ModelSourceError(
-            f"{scenario.model} is neither a local directory nor a repo you can access; check the name, "
-            f"or if it is gated accept its license and export HF_TOKEN, {fallback}"
-        ) from None
-    except LocalEntryNotFoundError:
-        raise ModelSourceError(
-            f"{scenario.model} is not in the Hugging Face cache (HF_HOME) and can't be downloaded "
-            f"(offline, or HF_HUB_OFFLINE=1): download it first with "
-            f"`hf download {scenario.model}`, {fallback}"
-        ) from None
-    except OSError as exc:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE and not os.path.isdir(source):
-            # diffusers reports an uncached file in offline mode as a generic OSError.
-            raise ModelSourceError(
-                f"{scenario.model} is not (fully) in the Hugging Face cache (HF_HOME) and HF_HUB_OFFLINE is set: "
-                f"download it first with `hf download {scenario.model}` (gated: accept the license and export "
-                f"HF_TOKEN), {fallback}"
-            ) from None
-        # Otherwise diffusers wraps hub failures in OSError; its first line is the useful part.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"could not load {scenario.model}: {first}; {fallback}") from None
-    return pipe.to(scenario.device)
+    model, fallback = scenario.model, "or run on random weights with --fluxperf-model synthetic"
+    if isinstance(exc, GatedRepoError):
+        return f"{model} is gated: accept its license on huggingface.co and export HF_TOKEN (a read token), {fallback}"
+    if isinstance(exc, RevisionNotFoundError):
+        return f"revision {scenario.revision!r} of {model} does not exist"
+    if isinstance(exc, RepositoryNotFoundError):
+        return (
+            f"{model} is neither a local directory nor a repo you can access; check the name, or if it is gated "
+            f"accept its license and export HF_TOKEN, {fallback}"
+        )
+    if isinstance(exc, LocalEntryNotFoundError):
+        return (
+            f"{model} is not in the Hugging Face cache (HF_HOME) and can't be downloaded (offline, or "
+            f"HF_HUB_OFFLINE=1): download it first with `hf download {model}`, {fallback}"
+        )
+    if constants.HF_HUB_OFFLINE and not os.path.isdir(source):
+        # diffusers reports an uncached file in offline mode as a generic OSError.
+        return (
+            f"{model} is not (fully) in the Hugging Face cache (HF_HOME) and HF_HUB_OFFLINE is set: download it "
+            f"first with `hf download {model}` (gated: accept the license and export HF_TOKEN), {fallback}"
+        )
+    # Otherwise diffusers wraps hub failures in OSError; its first line is the useful part.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"could not load {model}: {first}; {fallback}"

@@ -124,6 +124,12 @@ def _seeds(text: str) -> tuple[int, ...]:
 def addoption(parser) -> None:
     g = parser.getgroup("fluxperf", "fluxperf: FLUX.1-dev performance regression suite")
     add = lambda name, **kw: g.addoption(f"--fluxperf-{name}", dest=f"fluxperf_{name.replace('-', '_')}", **kw)
+    _scenario_options(add)
+    _session_options(add)
+
+
+def _scenario_options(add) -> None:
+    """What the workload is: the model, the variants, the images and their prompts and seeds."""
     add(
         "model",
         default=None,
@@ -151,6 +157,10 @@ def addoption(parser) -> None:
         default=None,
         help=f"{' | '.join(DTYPES)} (default bfloat16; float32 on CPU, where bf16 is slow)",
     )
+
+
+def _session_options(add) -> None:
+    """How the session measures and judges it."""
     add("rounds", type=_at_least(2), default=5, help="timed rounds per variant, each one eager and one variant image")
     add("max-rounds", type=_at_least(2), default=40, help="cap on rounds when a speed verdict is inconclusive")
     add("param", action="append", default=[], metavar="NAME=VALUE", help="variant tunable, e.g. fora_interval=3")
@@ -164,6 +174,11 @@ def addoption(parser) -> None:
     add("baseline-dir", default=None, help="baseline folder (default: baselines/ at the rootdir)")
     add("update-baselines", action="store_true", help="write or refresh baselines from this session")
     add("require-baseline", action="store_true", help="fail, instead of skip, when no baseline exists")
+    _place_and_limit_options(add)
+
+
+def _place_and_limit_options(add) -> None:
+    """Where the session keeps what it writes and reads, and how long a build or a call may take."""
     add("report-dir", default=None, help="report folder (default: reports/ at the rootdir)")
     add(
         "cache-dir",
@@ -301,6 +316,14 @@ def _params(opt, chosen: list[str]) -> dict:
     return params
 
 
+def _floors(opt, available: list[str]) -> dict[str, dict[str, float]]:
+    floors: dict = {}
+    for text in opt("floor"):
+        name, metric, value = _parse_floor(text, available)
+        floors.setdefault(name, {})[metric] = value
+    return floors
+
+
 def resolve(config, worker: str | None = None) -> Settings:
     """Read and validate every option once. Only device=auto imports torch (to ask for CUDA)."""
     opt = lambda name: config.getoption(f"fluxperf_{name}")
@@ -313,42 +336,31 @@ def resolve(config, worker: str | None = None) -> Settings:
     prompts = _prompts(opt)
     available, chosen = _variants(opt)
     params = _params(opt, chosen)
-    floors: dict = {}
-    for text in opt("floor"):
-        name, metric, value = _parse_floor(text, available)
-        floors.setdefault(name, {})[metric] = value
+    floors = _floors(opt, available)
     root = Path(config.rootpath)
     cache = opt("cache_dir") or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
+    as_given = lambda *names: {name: opt(name) for name in names}
     scenario = Scenario(
         model=model,
-        revision=opt("revision"),
-        height=opt("height"),
-        width=opt("width"),
-        steps=opt("steps"),
-        guidance=opt("guidance"),
         prompts=prompts,
-        seeds=opt("seeds"),
         dtype=dtype,
         device=device,
+        **as_given("revision", "height", "width", "steps", "guidance", "seeds"),
     )
     return Settings(
         scenario=scenario,
         variants=tuple(chosen),
         params=params,
-        rounds=opt("rounds"),
-        max_rounds=opt("max_rounds"),
         cache_dir=Path(cache).expanduser(),
         baseline_dir=Path(opt("baseline_dir") or root / "baselines"),
         report_dir=Path(opt("report_dir") or root / "reports"),
         repo_dir=root,
-        update_baselines=opt("update_baselines"),
-        require_baseline=opt("require_baseline"),
-        lpips_random_backbone=opt("lpips_random_backbone"),
         floors=floors,
         worker=worker,
         rebaseline=rebaseline_command(opt, model, dtype),
         build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
         call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device),
+        **as_given("rounds", "max_rounds", "update_baselines", "require_baseline", "lpips_random_backbone"),
     )
 
 

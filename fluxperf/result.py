@@ -348,6 +348,12 @@ class Result:
     images: Any = None  # the judged images, uint8 N×3×H×W: in memory only
     timed_images: dict = field(default_factory=dict)  # item -> uint8 image of its first timed call: in memory only
 
+    @classmethod
+    def of(cls, variant, params: dict, worker: str | None = None) -> Result:
+        """A registered variant's result before it is measured (`variant`: a fluxperf.variants.Variant)."""
+        facts = {k: getattr(variant, k) for k in ("timed", "lossless", "adaptive", "libraries")}
+        return cls(variant.name, worker=worker, params=params, **facts)
+
     def record(self, check: str, verdict) -> None:
         self.verdicts[check] = {"status": verdict.status, "message": verdict.message}
 
@@ -442,7 +448,7 @@ def v2_field(path: str) -> str:
     return path
 
 
-# ----- checking a file's result ----------------------------------------------------------------------------------------
+# ----- checking a file's result --------------------------------------------------------------------------------------
 
 
 def _number(field: str, value, *, positive: bool, nullable: bool = False) -> None:

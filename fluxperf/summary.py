@@ -29,20 +29,17 @@ def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
     tr.write_sep("=", "fluxperf summary")
     for line in report.header_lines(results):
         tr.write_line(line, red=line.startswith("THE MACHINE WAS SHARED"), bold=line.startswith("THE MACHINE"))
-    tr.write_line("")
-    tr.write_line(report.table_text(report.SPEED_HEADER, report.speed_rows(results)))
-    rrows = report.roofline_rows(results)
-    if rrows:
-        tr.write_line("")
-        tr.write_line(report.table_text(report.ROOFLINE_HEADER, rrows))
-    frows = report.fidelity_rows(results)
-    if frows:
-        tr.write_line("")
-        tr.write_line(report.table_text(report.FIDELITY_HEADER, frows))
-    qrows = report.quality_rows(results)
-    if qrows:
-        tr.write_line("")
-        tr.write_line(report.table_text(report.QUALITY_HEADER, qrows))
+    frows, qrows = report.fidelity_rows(results), report.quality_rows(results)
+    tables = [
+        (report.SPEED_HEADER, report.speed_rows(results)),
+        (report.ROOFLINE_HEADER, report.roofline_rows(results)),
+        (report.FIDELITY_HEADER, frows),
+        (report.QUALITY_HEADER, qrows),
+    ]
+    for header, rows in tables:
+        if rows or header is report.SPEED_HEADER:
+            tr.write_line("")
+            tr.write_line(report.table_text(header, rows))
     note = report.random_weights_note(results["model_source"])
     if note and (frows or qrows):
         tr.write_line(note)

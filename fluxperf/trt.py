@@ -284,39 +284,24 @@ class TRTTransformer(torch.nn.Module):
         # diffusers' cache hooks key their state by this name; an engine holds no cache to switch.
         yield
 
-    def forward(
-        self,
-        hidden_states,
-        encoder_hidden_states=None,
-        pooled_projections=None,
-        timestep=None,
-        img_ids=None,
-        txt_ids=None,
-        guidance=None,
-        joint_attention_kwargs=None,
-        controlnet_block_samples=None,
-        controlnet_single_block_samples=None,
-        return_dict=True,
-        controlnet_blocks_repeat=False,
-    ):
-        if (
-            joint_attention_kwargs
-            or controlnet_block_samples is not None
-            or controlnet_single_block_samples is not None
+    def forward(self, hidden_states, return_dict=True, **inputs):
+        """The transformer's call as the pipeline makes it (keyword arguments); the engine takes its own inputs only."""
+        if inputs.get("joint_attention_kwargs") or any(
+            inputs.get(k) is not None for k in ("controlnet_block_samples", "controlnet_single_block_samples")
         ):
             raise ValueError("the TensorRT transformer takes no joint_attention_kwargs or controlnet inputs")
-        given = {
-            "hidden_states": hidden_states,
-            "encoder_hidden_states": encoder_hidden_states,
-            "pooled_projections": pooled_projections,
-            "timestep": timestep,
-            "img_ids": img_ids,
-            "txt_ids": txt_ids,
-            "guidance": guidance,
-        }
+        sample = self.runner(self._feeds({"hidden_states": hidden_states, **inputs}))[self.spec.output.name]
+        if not return_dict:
+            return (sample,)
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        return Transformer2DModelOutput(sample=sample)
+
+    def _feeds(self, given: dict) -> dict:
+        """The engine's inputs, in its dtypes, on its device, checked against the shapes it was built for."""
         feeds = {}
         for s in self.spec.inputs:
-            tensor = given[s.name]
+            tensor = given.get(s.name)
             if tensor is None:
                 raise ValueError(f"{s.name} is required by the engine")
             if tuple(tensor.shape) != s.shape:
@@ -325,12 +310,7 @@ class TRTTransformer(torch.nn.Module):
                     f"{s.shape}; an engine only serves the scenario it was built for"
                 )
             feeds[s.name] = tensor.to(device=self._device, dtype=getattr(torch, s.dtype)).contiguous()
-        sample = self.runner(feeds)[self.spec.output.name]
-        if not return_dict:
-            return (sample,)
-        from diffusers.models.modeling_outputs import Transformer2DModelOutput
-
-        return Transformer2DModelOutput(sample=sample)
+        return feeds
 
 
 def engine_dir(cache_dir: Path, key: str) -> Path:

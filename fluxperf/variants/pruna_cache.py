@@ -26,8 +26,9 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
 
     pruna 0.3.4 neither copies the pipeline nor its weights: FORA wraps the `forward` of the transformer's blocks,
     and torch_compile then compiles those blocks' original forwards. The harness hands `build` its own copies of
-    the modules (sharing eager's weights), so eager is untouched and the two are timed in alternating rounds. The PrunaModel's call resets FORA's step counter and cache before every image;
-    calling `pipe` itself would not, and would reuse the last image's cached activations.
+    the modules (sharing eager's weights), so eager is untouched and the two are timed in alternating rounds. The
+    PrunaModel's call resets FORA's step counter and cache before every image; calling `pipe` itself would not, and
+    would reuse the last image's cached activations.
     """
     _telemetry_off()
     require("pruna", INSTALL)

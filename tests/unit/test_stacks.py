@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fluxperf import pipelines, quality
-from fluxperf.models import build_pipeline
+from fluxperf.models import TINY, build_pipeline
 from fluxperf.pipelines import share_modules
 from fluxperf.scenario import Scenario
 from fluxperf.variants import MissingDependency, Unavailable, get
@@ -181,22 +181,11 @@ def test_magcache_skips_the_same_steps_whatever_the_weights():
     patterns = []
     for seed in (1, 2):
         torch.manual_seed(seed)  # the tiny model's transformer shapes, other random weights
-        pipe.transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=16,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            pooled_projection_dim=32,
-            guidance_embeds=True,
-            axes_dims_rope=(4, 6, 6),
-        ).eval()
+        pipe.transformer = FluxTransformer2DModel(**TINY["transformer"]).eval()
         calls = []
         # The last block's output projection runs only on computed steps (no compile here, so a hook can count).
         pipe.transformer.single_transformer_blocks[-1].proj_out.register_forward_pre_hook(
-            lambda module, args: calls.append(None)
+            lambda module, args, calls=calls: calls.append(None)
         )
         pipe.transformer.enable_cache(config(scenario, get("magcache_compile").params))
         per_step = []
@@ -209,7 +198,7 @@ def test_magcache_skips_the_same_steps_whatever_the_weights():
             latents=latents,
             output_type="pt",
             max_sequence_length=32,
-            callback_on_step_end=lambda p, i, t, kw: per_step.append(len(calls)) or {},
+            callback_on_step_end=lambda p, i, t, kw, calls=calls, per_step=per_step: per_step.append(len(calls)) or {},
         )
         patterns.append([b - a for a, b in zip([0, *per_step], per_step)])
     assert patterns[0] == patterns[1], patterns
