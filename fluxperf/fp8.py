@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 
-from fluxperf.variants import require
+from fluxperf.optional import require
 
 MODELOPT_INSTALL = 'pip install "nvidia-modelopt==0.47.*" onnx'
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from fluxperf.variants import require
+from fluxperf.optional import require
 
 ONNX_OPSET = 20  # the legacy TorchScript exporter's FP8 custom ops are known to export at this opset
 TEXT_TOKENS = 512  # FluxPipeline's default max_sequence_length: T5 pads every prompt to it
