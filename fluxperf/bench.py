@@ -171,8 +171,8 @@ class Bench:
             if variant.lossless and name != "eager":
                 self.fidelity_floor()  # from eager's own modules, before an in-place build consumes them
             live.eager_pipe, source = self.base(), self._pipeline
-            measure = _InPlace if variant.in_place else _Paired
-            measure(self, live, variant).run(source, reference)
+            design = _InPlace if variant.in_place else _Paired
+            design(self, live, variant).measure(source, reference)
             result.status = "measured"
             return live
         except variants.Unavailable as exc:
@@ -273,7 +273,7 @@ class _Measurement:
 class _Paired(_Measurement):
     """Eager and the variant alternate round by round on eager's own modules and the variant's copies."""
 
-    def run(self, source, reference) -> None:
+    def measure(self, source, reference) -> None:
         self.build(source)
         alone, warmup, n = self.name == "eager", protocol.WARMUP_ROUNDS, len(self.items)
         pipes = {True: self.live.eager_pipe, False: self.live.pipe}
@@ -291,7 +291,7 @@ class _InPlace(_Measurement):
 
     design = "blocks"
 
-    def run(self, source, reference) -> None:
+    def measure(self, source, reference) -> None:
         # A block design can't add eager images after the build has changed eager's modules, so both blocks are as
         # long as the cap: the same number of rounds on both sides, none to add later.
         s, warmup, n = self.bench.settings, protocol.WARMUP_ROUNDS, len(self.items)
