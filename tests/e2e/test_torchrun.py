@@ -17,7 +17,10 @@ PARAMS = {"cp_mode": "ulysses", "cp_degree": 2}
 
 def torchrun(tmp_path, *args, nproc=2):
     """The real suite under torchrun on the tiny model on CPU; returns the process and results.json."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    # Not this process's torchrun or pytest-xdist variables: under `pytest -n`, pytest-benchmark in the inner session
+    # would read PYTEST_XDIST_WORKER, turn itself off, and test_benchmark would make no calls.
+    ranks = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    env = {k: v for k, v in os.environ.items() if k not in ranks and not k.startswith("PYTEST_XDIST")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
