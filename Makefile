@@ -48,9 +48,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# pytest exits 5 when a selection matches no tests (e.g. ARGS="-k nothing"): not a failure.
+# pytest exits 5 when a selection matches no tests (e.g. ARGS="-k nothing"): not a failure. Two pytest-xdist
+# workers: on a 2-core machine the suite took 207-211 s instead of 289 s in one process.
 test: venv pruna lint
-	$(BIN)/pytest -m "not gpu" $(ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m "not gpu" -n 2 $(ARGS) || [ $$? -eq 5 ]
 
 # Offline install for GPU hosts without internet that already have torch: wheels of every non-torch
 # dependency, for the target's Python version and platform.
