@@ -2,7 +2,9 @@
 # Rewrites requirements/lock.txt, the pip constraints every `make` install uses (README, "Quick start"; docs/runner.md,
 # "The lock file"): the newest versions pyproject.toml allows today, resolved once for Python 3.10 to 3.13 on Linux
 # x86_64.
-# Usage: scripts/lock.sh. Needs python3 and PyPI; builds nothing and installs only uv, into a temporary venv.
+# Usage: scripts/lock.sh [--upgrade]. Needs python3 and PyPI; builds nothing and installs only uv, into a temporary
+# venv. Without --upgrade the lock's current pins are kept wherever they still fit (a new dependency gets its newest
+# version and whatever it needs moved); with it, everything is re-resolved to today's newest (the weekly lock-update).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +17,17 @@ hold=("torch<=2.14.1" "torchvision<=0.29.1")
 # The marker pyproject.toml's [tool.uv] environments gives every resolved line; the lines added below carry it too.
 platform="platform_machine == 'x86_64' and sys_platform == 'linux'"
 
+upgrade=()
+case ${1:-} in
+  --upgrade) upgrade=(--upgrade) ;;
+  "") ;;
+  *) echo "usage: scripts/lock.sh [--upgrade]" >&2; exit 2 ;;
+esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# uv takes the output file's pins as its preferences: start it from the current lock (pruna's line, outside the
+# resolve, left out).
+grep -v -e '^#' -e '^pruna==' "$lock" >"$tmp/resolved" || true
 python3 -m venv "$tmp/uv"
 "$tmp/uv/bin/pip" install --quiet "uv==$UV_VERSION"
 
@@ -28,7 +39,7 @@ printf '%s\n' "${hold[@]}" >"$tmp/hold.txt"
 # input is a wheel or static pyproject.toml metadata.
 UV_PYTHON_DOWNLOADS=never "$tmp/uv/bin/uv" pip compile --quiet --universal --python-version 3.10 \
   pyproject.toml "$tmp/inputs.txt" --extra test --extra fp8 --extra pruna-deps --constraints "$tmp/hold.txt" \
-  --no-header --no-annotate --output-file "$tmp/resolved"
+  --no-header --no-annotate ${upgrade[@]+"${upgrade[@]}"} --output-file "$tmp/resolved"
 
 # pruna goes in with --no-deps (Makefile, PRUNA): its declared dependencies would not resolve beside the fp8 extra's
 # torchao, so it stays out of the resolve, and its pin joins the lock afterwards.
