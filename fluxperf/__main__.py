@@ -1,4 +1,5 @@
-"""Command line: `python -m fluxperf merge-baselines --out baselines runs/run-*` (the rebaseline workflow)."""
+"""Command line: `python -m fluxperf merge-baselines --out baselines runs/run-*` (the rebaseline workflow) and
+`python -m fluxperf check-env [--lock FILE]` (the Makefile, after every install)."""
 
 import argparse
 import sys
@@ -14,7 +15,13 @@ def main(argv=None) -> int:
     merge.add_argument("runs", nargs="+", type=Path, help="folders each written by --fluxperf-baseline-dir")
     merge.add_argument("--out", type=Path, default=Path("baselines"), help="baseline folder to update")
     merge.add_argument("--table", type=Path, help="write the old-vs-new Markdown table here")
+    check = sub.add_parser("check-env", help="fail, naming the packages, if the installed ones don't work together")
+    check.add_argument("--lock", type=Path, help="also require every installed version to be the one this lock pins")
     args = parser.parse_args(argv)
+    if args.command == "check-env":
+        from fluxperf import envcheck
+
+        return envcheck.main(args.lock)
     try:
         table = baselines.merge_dirs(args.runs, args.out)
     except (baselines.BaselineError, ValueError) as exc:

@@ -23,7 +23,8 @@ fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PRUNA_METRICS_ENABLED=false
 BASE=/tmp/fluxperf-baselines
 # A fresh machine starts from the shipped baselines; record stages overwrite the copy, never the repository.
-[ -d "$BASE" ] || cp -r baselines "$BASE"
+# (BASELINES_FROM: a folder an earlier command's archive brought back, for a machine that started afresh.)
+[ -d "$BASE" ] || cp -r "${BASELINES_FROM:-baselines}" "$BASE"
 common=(-m gpu --fluxperf-model=${MODEL:-synthetic} ${EXTRA:-} --fluxperf-num-prompts=${PROMPTS:-4}
         --fluxperf-lpips-random-backbone --fluxperf-baseline-dir=$BASE -p no:cacheprovider -W ignore::UserWarning -rA)
 VARIANTS=${VARIANTS:-compile,pruna_cache_compile}

@@ -8,7 +8,7 @@ set -euo pipefail
 # from the lock too, so nothing new from PyPI runs next to the token before it has been reviewed.
 venv=${RUNNER_TEMP:-/tmp}/hf-download-venv
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet -c requirements/gpu.lock 'huggingface_hub>=0.26'
+"$venv/bin/pip" install --quiet -c requirements/lock.txt 'huggingface_hub>=0.26'
 # huggingface_hub reads HF_TOKEN from the environment, so the token never appears on a command line.
 HF_HUB_OFFLINE=0 "$venv/bin/python" - <<'PY'
 import os

@@ -20,9 +20,9 @@ transformer last:
 - `best_exact_fp8` ("off"): one of ao_fp8_compile's recipes ("row", "tensor", "static"), applied after fusing so the
   fused projections are quantized too, with the `ao_fp8_*` tunables those recipes share. Off by default: the one
   fp8 measurement this project has (rowwise, 512², H100, outside the variant) was slower than bf16 compile (65.5 vs
-  45.3 ms per step; ../shared/FACTS.md). Turned on, the variant is still registered lossless, so its images are
-  held to the lossless floors (SSIM ≥ 0.98, PSNR ≥ 35 dB, LPIPS ≤ 0.02): fp8 counts as exact here only if it
-  meets those.
+  45.3 ms per step; ../shared/FACTS.md). Turned on, the variant is still registered lossless, so
+  test_fidelity_holds holds its transformer, step by step, to twice eager's own rounding error: fp8 counts as exact
+  here only if it passes that.
 - `best_exact_cudagraphs` (true): the transformer is compiled whole, fullgraph, with CUDA graphs (what
   mode="reduce-overhead" sets), so each denoising step is one graph launch. Measured outside this variant (H100,
   one step at 512², different machines; ../shared/FACTS.md): 42.7 ms against 45.3 ms for default-mode compile.

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 
-from fluxperf.variants import register, require
+from fluxperf.variants import MissingDependency, Unavailable, register, require
 
-# requirements/pruna.txt says why pruna goes in with --no-deps and which few packages it really needs.
-INSTALL = "make pruna  (pip install -r requirements/pruna.txt && pip install --no-deps pruna==0.3.4)"
+# pyproject.toml's pruna-deps extra says why pruna goes in with --no-deps and which few packages it really needs.
+# `make pruna` installs the lock's versions, which work together; the pip line resolves the extra with fluxperf's own
+# dependencies in one go, so it also moves transformers back if it needs a huggingface_hub that pruna can't import.
+INSTALL = (
+    "make pruna in a fluxperf clone (the locked versions), or "
+    "pip install 'fluxperf[pruna-deps]' && pip install --no-deps pruna==0.3.4"
+)
 
 # FORA's own defaults in pruna 0.3.4, which the reference comparison's flux_caching used.
 FORA_PARAMS = {"fora_interval": 2, "fora_start_step": 2}
@@ -21,6 +26,22 @@ def _telemetry_off() -> None:
     os.environ["PRUNA_METRICS_ENABLED"] = "false"
 
 
+def import_pruna():
+    """pruna, or a skip: naming the install command when it is missing, and when it is installed but can't be
+    imported, the package and version it conflicts with (pruna is installed without its declared dependencies, so pip
+    never checks them)."""
+    _telemetry_off()
+    try:
+        return require("pruna", INSTALL)
+    except MissingDependency:
+        raise
+    except Exception as exc:
+        # Not a failure of the variant: this environment can't run it. The reason carries the import error.
+        from fluxperf.envcheck import pruna_import_failure
+
+        raise Unavailable(pruna_import_failure(exc, INSTALL)) from exc
+
+
 def smash_fora(pipe, scenario, params, *, compile: bool):
     """Smash `pipe` with FORA (and pruna's torch_compile if `compile`), returning the PrunaModel to call.
 
@@ -30,8 +51,7 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
     PrunaModel's call resets FORA's step counter and cache before every image; calling `pipe` itself would not, and
     would reuse the last image's cached activations.
     """
-    _telemetry_off()
-    require("pruna", INSTALL)
+    import_pruna()
     from pruna import SmashConfig, smash
 
     algorithms: dict = {
@@ -49,9 +69,8 @@ def smash_fora(pipe, scenario, params, *, compile: bool):
 
 
 def check(scenario, params):
-    """Before eager is timed for an in-place build that would only then find pruna missing."""
-    _telemetry_off()
-    require("pruna", INSTALL)
+    """Before eager is timed for an in-place build that would only then find pruna missing or broken."""
+    import_pruna()
 
 
 @register("pruna_cache", params=FORA_PARAMS, check=check, libraries=("pruna",))

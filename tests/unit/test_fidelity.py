@@ -334,3 +334,13 @@ def test_the_gpu_script_runs_its_cpu_path(tiny):
     assert "| eager | PASS | 1.00 / 1.00 / 1.00 | – |" in text, text
     assert "Random weights: these floors and ratios are the tiny model's, not FLUX.1-dev's." in text
     assert "| compile_cudagraphs | skipped: compile_cudagraphs needs a CUDA device" in text
+
+
+def test_emulating_casts_skips_a_float32_session_where_there_are_none():
+    from fluxperf.scenario import Scenario
+    from fluxperf.variants import Unavailable
+
+    variant = get("compile_emulate_casts")
+    with pytest.raises(Unavailable, match="runs in float32, where it computes what compile does"):
+        variant.check(Scenario(model="tiny", device="cpu", dtype="float32"), {})
+    variant.check(SCENARIO, {})  # bfloat16: runs

@@ -1,4 +1,5 @@
-"""pruna variants: skipped with the install command without pruna; deterministic, caching and offline with it."""
+"""pruna variants: skipped with the install command without pruna, and naming the conflict when it can't be imported;
+deterministic, caching and offline with it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import sys
 import pytest
 import torch
 
-from fluxperf import pipelines, quality
+from fluxperf import envcheck, pipelines, quality
 from fluxperf.models import build_pipeline
 from fluxperf.progress import Progress
 from fluxperf.scenario import Scenario
-from fluxperf.variants import MissingDependency, get
+from fluxperf.variants import MissingDependency, Unavailable, get
+from fluxperf.variants.pruna_cache import INSTALL
 
 SCENARIO = Scenario(
     model="tiny", height=64, width=64, steps=6, dtype="float32", device="cpu", prompts=("a red cube on a table",)
@@ -64,6 +66,90 @@ def test_missing_pruna_is_a_skip_naming_the_install_command(name, monkeypatch, t
     assert info.value.package == "pruna"
     assert "make pruna" in str(info.value)
     assert "pip install --no-deps pruna==0.3.4" in str(info.value)
+
+
+# What fluxperf's metadata says with the pruna-deps extra (shortened), and what `import pruna` 0.3.4 raises next to
+# huggingface_hub 2 (pruna.engine.save imports upload_large_folder).
+REQUIRES = [
+    "torch>=2.4",
+    'aenum; extra == "pruna-deps"',
+    'huggingface_hub<2,>=1.32; extra == "pruna-deps"',
+    'zizmor<2,>=1.32; python_version >= "3.11" and extra == "test"',
+]
+HUB_2 = ImportError("cannot import name 'upload_large_folder' from 'huggingface_hub'", name="huggingface_hub")
+
+
+class _FailingImport:
+    """A meta path finder under which `import pruna` raises `error`, as an installed but broken pruna would."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pruna":
+            raise self.error
+        return None
+
+
+def _installed(monkeypatch, error, versions):
+    monkeypatch.delitem(sys.modules, "pruna", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_FailingImport(error), *sys.meta_path])
+    monkeypatch.setattr(envcheck, "installed_version", versions.get)
+    monkeypatch.setattr(envcheck, "fluxperf_requires", lambda: REQUIRES)
+
+
+def _skip_reason(name, tmp_path, step="check"):
+    with pytest.raises(Unavailable) as info:
+        if step == "check":
+            get(name).check(SCENARIO, _params(name, tmp_path))
+        else:
+            get(name).build(object(), SCENARIO, _params(name, tmp_path))
+    assert not isinstance(info.value, MissingDependency), "pruna is installed: the reason must not say it isn't"
+    return str(info.value)
+
+
+@pytest.mark.parametrize("step", ["check", "build"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_version_conflict_is_a_skip_naming_both_packages(name, step, monkeypatch, tmp_path):
+    _installed(monkeypatch, HUB_2, {"pruna": "0.3.4", "huggingface_hub": "2.4.0", "aenum": "3.1.17"})
+    assert _skip_reason(name, tmp_path, step) == (
+        "pruna 0.3.4 can't be imported with huggingface_hub 2.4.0 installed (pruna needs huggingface_hub<2,>=1.32); "
+        f"install a working set with: {INSTALL}"
+    )
+    assert "make pruna" in INSTALL and "pip install 'fluxperf[pruna-deps]' && pip install --no-deps pruna==" in INSTALL
+
+
+def test_a_missing_requirement_is_named_too(monkeypatch, tmp_path):
+    error = ModuleNotFoundError("No module named 'aenum'", name="aenum")
+    _installed(monkeypatch, error, {"pruna": "0.3.4", "huggingface_hub": "1.33.0"})
+    assert _skip_reason("pruna_cache", tmp_path).startswith(
+        "pruna 0.3.4 can't be imported with aenum not installed (pruna needs aenum); install a working set with: "
+    )
+
+
+def test_every_conflict_is_named(monkeypatch, tmp_path):
+    # What transformers 5.25 brought along into a locked .venv: huggingface_hub 2.4.0, and kernels 0.19.1 with it.
+    requires = [*REQUIRES, 'kernels<0.15,>=0.12; extra == "pruna-deps"']
+    _installed(monkeypatch, HUB_2, {"pruna": "0.3.4", "huggingface_hub": "2.4.0", "kernels": "0.19.1"})
+    monkeypatch.setattr(envcheck, "fluxperf_requires", lambda: requires)
+    assert _skip_reason("pruna_cache", tmp_path).startswith(
+        "pruna 0.3.4 can't be imported with huggingface_hub 2.4.0 and kernels 0.19.1 installed and aenum not installed "
+        "(pruna needs aenum, huggingface_hub<2,>=1.32, kernels<0.15,>=0.12); install a working set with: "
+    )
+
+
+def test_without_a_known_conflict_the_reason_carries_the_error(monkeypatch, tmp_path):
+    # Any exception during pruna's import, with every listed requirement in range.
+    error = RuntimeError("operator torchvision::nms does not exist\nmore lines")
+    _installed(monkeypatch, error, {"pruna": "0.3.4", "huggingface_hub": "1.33.0", "aenum": "3.1.17"})
+    assert _skip_reason("pruna_cache", tmp_path) == (
+        "pruna 0.3.4 can't be imported: RuntimeError: operator torchvision::nms does not exist (the versions of what "
+        f"it needs, fluxperf's pruna-deps extra, are in range); install a working set with: {INSTALL}"
+    )
+
+
+def test_prunas_requirements_are_the_extras_lines_only():
+    assert [str(r) for r in envcheck.pruna_requirements(REQUIRES)] == ["aenum", "huggingface_hub<2,>=1.32"]
 
 
 @needs_pruna
