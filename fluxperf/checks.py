@@ -49,7 +49,7 @@ def context(bench, name: str) -> Context:
 def floor(bench, result, metric: str) -> float:
     """The floor each of the variant's images must meet against eager's: the metric's for a lossless or a lossy
     variant (fluxperf.metrics), or what --fluxperf-floor sets."""
-    default = METRICS[metric].floors["lossless" if result.lossless else "lossy"]
+    default = METRICS[metric].floor(result.lossless)
     return bench.settings.floors.get(result.name, {}).get(metric, default)
 
 

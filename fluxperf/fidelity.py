@@ -301,12 +301,7 @@ class Floor:
         )
 
     def to_dict(self) -> dict:
-        return {
-            "values": self.values,
-            "reference_dtype": self.reference_dtype,
-            "session_dtype": self.session_dtype,
-            "method": self.method,
-        }
+        return {k: getattr(self, k) for k in ("values", "reference_dtype", "session_dtype", "method")}
 
 
 def noise_floor(

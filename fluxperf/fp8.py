@@ -65,6 +65,28 @@ def calibration_prompts(scenario, calib_size: int) -> list[str]:
     return list(scenario.prompts[:calib_size])
 
 
+def calibration_calls(pipe, scenario, calib_size: int, text_tokens: int | None = None) -> None:
+    """One pipeline call per calibration prompt at the scenario's resolution and steps, so that observers see every
+    timestep and the token count that is timed; to the latents only (the VAE plays no part). The seeds are beyond
+    the scenario's, so calibration never sees the exact latents that are judged. `text_tokens`: T5 tokens per prompt,
+    the pipeline's default (512) unless given."""
+    import torch
+
+    tokens = {"max_sequence_length": text_tokens} if text_tokens else {}
+    for i, prompt in enumerate(calibration_prompts(scenario, calib_size)):
+        generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
+        pipe(
+            prompt=prompt,
+            height=scenario.height,
+            width=scenario.width,
+            num_inference_steps=scenario.steps,
+            guidance_scale=scenario.guidance,
+            generator=generator,
+            output_type="latent",
+            **tokens,
+        )
+
+
 def swap_rmsnorm(module) -> int:
     """Replace torch.nn.RMSNorm submodules with diffusers' RMSNorm, keeping weights; returns how many.
 
@@ -109,18 +131,7 @@ def quantize(pipe, scenario, calib_size: int = DEFAULT_CALIB_SIZE):
     swap_rmsnorm(pipe.transformer)
 
     def forward_loop(_transformer):
-        for i, prompt in enumerate(prompts):
-            # Seeds beyond the scenario's so calibration never sees the exact latents that are judged.
-            generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
-            pipe(
-                prompt=prompt,
-                height=scenario.height,
-                width=scenario.width,
-                num_inference_steps=scenario.steps,
-                guidance_scale=scenario.guidance,
-                generator=generator,
-                output_type="latent",
-            )
+        calibration_calls(pipe, scenario, len(prompts))
 
     # no_grad, not inference_mode: the amax buffers calibration creates must stay usable outside it.
     with torch.no_grad():

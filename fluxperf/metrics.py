@@ -15,16 +15,23 @@ from dataclasses import dataclass
 class Metric:
     name: str  # the key in results, baselines, tolerances and --fluxperf-floor
     label: str  # the column in tables and the word in messages
-    test: str  # the suite's test: test_<test>_matches_eager
     higher_is_better: bool
     bounds: tuple[float, float]  # the range a per-image floor may take
-    floors: dict  # each image against eager's: {"lossless": ..., "lossy": ...}
+    floors: tuple[float, float]  # each image against eager's, for a lossless variant and for a lossy one
     tolerance: float  # the baseline's default: how far the aggregate may move (absolute)
     aggregate: str = "mean"  # "mean", or "pooled": the metric of the mean squared error over all images
     unit: str = ""
     decimals: int = 4
     # Identical images score infinity (PSNR); JSON has no infinity, so results and baselines write null for it.
     infinite_when_identical: bool = False
+
+    @property
+    def test(self) -> str:
+        """The suite's test is test_<test>_matches_eager: the name without its unit (psnr_db: test_psnr_...)."""
+        return self.name.split("_")[0]
+
+    def floor(self, lossless: bool) -> float:
+        return self.floors[0 if lossless else 1]
 
     def fmt(self, value: float | None) -> str:
         """Human form; an infinite score prints as 'identical', never as a number."""
@@ -45,31 +52,14 @@ class Metric:
 METRICS = {
     m.name: m
     for m in (
-        Metric(
-            "lpips",
-            "LPIPS",
-            "lpips",
-            higher_is_better=False,
-            bounds=(0.0, math.inf),
-            floors={"lossless": 0.6, "lossy": 0.4},
-            tolerance=0.02,
-        ),
-        Metric(
-            "ssim",
-            "SSIM",
-            "ssim",
-            higher_is_better=True,
-            bounds=(-1.0, 1.0),
-            floors={"lossless": 0.3, "lossy": 0.5},
-            tolerance=0.02,
-        ),
+        Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf), floors=(0.6, 0.4), tolerance=0.02),
+        Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0), floors=(0.3, 0.5), tolerance=0.02),
         Metric(
             "psnr_db",
             "PSNR",
-            "psnr",
             higher_is_better=True,
             bounds=(0.0, math.inf),
-            floors={"lossless": 12.0, "lossy": 15.0},
+            floors=(12.0, 15.0),
             tolerance=1.0,
             aggregate="pooled",
             unit=" dB",

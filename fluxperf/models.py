@@ -57,126 +57,95 @@ def _tiny_tokenizers(max_length: int):
     return clip, t5
 
 
-# Every real diffusers/transformers FLUX component at toy sizes (the text encoders' vocab sizes follow their
-# tokenizers). tests/unit/test_stacks.py builds the same transformer shapes with other weights.
-TINY = {
-    "transformer": dict(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    ),
-    "clip": dict(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-        hidden_act="quick_gelu",
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    ),
-    "t5": dict(
-        d_model=32,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        decoder_start_token_id=0,
-    ),
-    "vae": dict(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=4,
-        act_fn="silu",
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        force_upcast=False,
-    ),
+# What every FLUX pipeline's components are, whatever their sizes.
+FLUX = {
+    "transformer": {"patch_size": 1, "guidance_embeds": True},
+    "clip": {
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    },
+    "t5": {"feed_forward_proj": "gated-gelu", "is_encoder_decoder": False, "decoder_start_token_id": 0},
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "act_fn": "silu",
+        "scaling_factor": 0.3611,
+        "shift_factor": 0.1159,
+        "use_quant_conv": False,
+        "use_post_quant_conv": False,
+    },
 }
-# FLUX.1-dev's shapes (docs: FACTS.md); the transformer's defaults are FLUX.1-dev's.
-SYNTHETIC = {
-    "transformer": dict(guidance_embeds=True),
-    "clip": dict(
-        vocab_size=49408,
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    ),
-    "t5": dict(
-        vocab_size=32128,
-        d_model=4096,
-        d_kv=64,
-        d_ff=10240,
-        num_layers=24,
-        num_heads=64,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        decoder_start_token_id=0,
-    ),
-    "vae": dict(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=32,
-        act_fn="silu",
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        force_upcast=True,
-    ),
+# Their sizes: toy ones (the text encoders' vocab sizes follow the tiny tokenizers; tests/unit/test_stacks.py builds
+# the same transformer with other weights), and FLUX.1-dev's, whose transformer is FluxTransformer2DModel's default.
+TINY_SIZES = {
+    "transformer": {
+        "in_channels": 16,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": 32,
+        "pooled_projection_dim": 32,
+        "axes_dims_rope": (4, 6, 6),
+    },
+    "clip": {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "projection_dim": 32,
+    },
+    "t5": {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4},
+    "vae": {
+        "latent_channels": 4,
+        "block_out_channels": (8, 8, 16, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "force_upcast": False,
+    },
 }
+SYNTHETIC_SIZES = {
+    "transformer": {},
+    "clip": {
+        "vocab_size": 49408,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "projection_dim": 768,
+    },
+    "t5": {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64},
+    "vae": {
+        "latent_channels": 16,
+        "block_out_channels": (128, 256, 512, 512),
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "force_upcast": True,
+    },
+}
+TINY = {part: {**FLUX[part], **TINY_SIZES[part]} for part in FLUX}
+FLUX_SCHEDULER = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+SYNTHETIC = {part: {**FLUX[part], **SYNTHETIC_SIZES[part]} for part in FLUX}
 
 
 def _assemble(transformer, clip, clip_tok, t5, t5_tok, vae):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
-    return FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tok,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tok,
-        transformer=transformer,
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)
+    parts = {"transformer": transformer, "text_encoder": clip, "tokenizer": clip_tok, "text_encoder_2": t5}
+    return FluxPipeline(scheduler=scheduler, vae=vae, tokenizer_2=t5_tok, **parts)
 
 
 def _tiny(scenario: Scenario):

@@ -81,14 +81,9 @@ class Scenario:
 
     def key(self) -> dict:
         """What a baseline must match to be comparable (besides the GPU, which is in the path)."""
+        given = {k: getattr(self, k) for k in ("model", "revision", "height", "width", "steps", "guidance", "dtype")}
         return {
-            "model": self.model,
-            "revision": self.revision,
-            "height": self.height,
-            "width": self.width,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "dtype": self.dtype,
+            **given,
             "prompts_sha256": self.prompts_sha,
             "num_prompts": len(self.prompts),
             "seeds": list(self.seeds),

@@ -148,27 +148,15 @@ def quantized_linears(module) -> list[str]:
 
 
 def calibrate(pipe, scenario, calib_size: int) -> None:
-    """One image per calibration prompt at the scenario's resolution and steps, so the observers see every
-    timestep and the token count that is timed; latents only (the VAE plays no part)."""
+    """One image per calibration prompt at the scenario's resolution and steps, as modelopt_fp8 calibrates
+    (fp8.calibration_calls), with the token count that is timed."""
     import torch
 
     from fluxperf import fp8
     from fluxperf.models import max_sequence_length
 
-    for i, prompt in enumerate(fp8.calibration_prompts(scenario, calib_size)):
-        # Seeds beyond the scenario's, as modelopt_fp8 calibrates: the judged latents are never seen here.
-        generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
-        with torch.no_grad():
-            pipe(
-                prompt=prompt,
-                height=scenario.height,
-                width=scenario.width,
-                num_inference_steps=scenario.steps,
-                guidance_scale=scenario.guidance,
-                generator=generator,
-                output_type="latent",
-                max_sequence_length=max_sequence_length(pipe),
-            )
+    with torch.no_grad():
+        fp8.calibration_calls(pipe, scenario, calib_size, max_sequence_length(pipe))
 
 
 def quantize(pipe, scenario, params, recipe: str) -> list[str]:
@@ -249,11 +237,11 @@ def build_recipe(pipe, scenario, params, recipe: str):
     return pipe
 
 
-@register(
-    "ao_fp8_compile",
-    params=PARAMS,
-    libraries=("torchao",),
-    check=lambda scenario, params: check_fp8("ao_fp8_compile", scenario, params, "row"),
-)
+def fp8_check(name: str, recipe: str):
+    """The check a recipe's variant registers: check_fp8 under the variant's own name."""
+    return lambda scenario, params: check_fp8(name, scenario, params, recipe)
+
+
+@register("ao_fp8_compile", params=PARAMS, libraries=("torchao",), check=fp8_check("ao_fp8_compile", "row"))
 def build(pipe, scenario, params):
     return build_recipe(pipe, scenario, params, "row")

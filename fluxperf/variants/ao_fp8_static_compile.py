@@ -25,16 +25,13 @@ ao_fp8_compile, plus one float32 scale per linear.
 """
 
 from fluxperf.variants import register
-from fluxperf.variants.ao_fp8_compile import STATIC_PARAMS, build_recipe, check_fp8
+from fluxperf.variants.ao_fp8_compile import STATIC_PARAMS, build_recipe, fp8_check
+
+check = fp8_check("ao_fp8_static_compile", "static")
 
 
 # Not in_place: the prepare and convert steps swap the copy's linears for new modules that hold eager's bias and
 # new fp8 weights; eager's linears and weights are only read.
-@register(
-    "ao_fp8_static_compile",
-    params=STATIC_PARAMS,
-    libraries=("torchao",),
-    check=lambda scenario, params: check_fp8("ao_fp8_static_compile", scenario, params, "static"),
-)
+@register("ao_fp8_static_compile", params=STATIC_PARAMS, libraries=("torchao",), check=check)
 def build(pipe, scenario, params):
     return build_recipe(pipe, scenario, params, "static")

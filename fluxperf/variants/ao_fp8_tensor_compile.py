@@ -17,15 +17,12 @@ Not measured by this project on a GPU: speed, build time, quality.
 """
 
 from fluxperf.variants import register
-from fluxperf.variants.ao_fp8_compile import PARAMS, build_recipe, check_fp8
+from fluxperf.variants.ao_fp8_compile import PARAMS, build_recipe, fp8_check
+
+check = fp8_check("ao_fp8_tensor_compile", "tensor")
 
 
 # Not in_place, for ao_fp8_compile's reason: the copy's linears get new Parameters, eager's keep theirs.
-@register(
-    "ao_fp8_tensor_compile",
-    params=PARAMS,
-    libraries=("torchao",),
-    check=lambda scenario, params: check_fp8("ao_fp8_tensor_compile", scenario, params, "tensor"),
-)
+@register("ao_fp8_tensor_compile", params=PARAMS, libraries=("torchao",), check=check)
 def build(pipe, scenario, params):
     return build_recipe(pipe, scenario, params, "tensor")

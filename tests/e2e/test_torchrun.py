@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.sessions import REPO
+from tests.sessions import REPO, SMALL
 
 pytest_plugins = ["pytester"]
 
@@ -22,32 +22,21 @@ def torchrun(tmp_path, *args, nproc=2):
     ranks = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     env = {k: v for k, v in os.environ.items() if k not in ranks and not k.startswith("PYTEST_XDIST")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # SMALL's scenario, with 2 rounds and no more: every call is one the follower joins, counted below.
+    runner = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone"]
+    places = [
+        f"--fluxperf-{d}-dir={p}"
+        for d, p in (("report", tmp_path), ("cache", tmp_path / "cache"), ("baseline", tmp_path / "baselines"))
+    ]
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={nproc}",
-        "--standalone",
+        *runner,
         "-m",
         "pytest",
         "fluxperf/suite",
-        "-m",
-        "gpu",
-        "--fluxperf-device=cpu",
-        "--fluxperf-height=64",
-        "--fluxperf-width=64",
-        "--fluxperf-steps=4",
-        "--fluxperf-num-prompts=2",
+        *SMALL,
         "--fluxperf-rounds=2",
         "--fluxperf-max-rounds=2",
-        "--fluxperf-lpips-random-backbone",
-        f"--fluxperf-report-dir={tmp_path}",
-        f"--fluxperf-cache-dir={tmp_path / 'cache'}",
-        f"--fluxperf-baseline-dir={tmp_path / 'baselines'}",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "ignore::UserWarning",
+        *places,
         "-rs",
         *args,
     ]
