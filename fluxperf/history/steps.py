@@ -274,8 +274,8 @@ def judge(points: list[Point], tolerance: float, window: int = WINDOW, min_size:
     if len(span) < 2 * min_size:
         return stats.INCONCLUSIVE, {**details, "reason": "too short"}
     y = net_latencies([p.entry for p in span], cache, [p.session_id for p in span])
-    # The noise is estimated over up to NOISE_SESSIONS sessions, also before the range: a month of sessions gives
-    # too rough an estimate (its median difference was half the true one in a few % of simulated series).
+    # The noise is estimated over up to NOISE_SESSIONS sessions, also before the range: a month of sessions gives a
+    # rough estimate, and in simulation an estimate of half the true noise turned noise into FAILs.
     wide = [p for p in points[-NOISE_SESSIONS:] if usable(p.entry)]
     sd = (noise_sd(net_latencies([p.entry for p in wide], cache, [p.session_id for p in wide]))
           if len(wide) > len(span) else noise_sd(y))
