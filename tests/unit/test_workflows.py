@@ -273,7 +273,8 @@ def test_gpu_suite_runs_offline_with_persistent_caches(name):
 def test_reports_are_kept_even_when_the_suite_fails(name):
     steps = _workflow(name)["jobs"]["gpu-suite"]["steps"]
     upload = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert upload and all(s.get("if") == "always()" and s["with"]["path"].rstrip("/") == "reports" for s in upload)
+    assert upload and all(s.get("if") == "always()" for s in upload)
+    assert any(s["with"]["path"].rstrip("/") == "reports" for s in upload)
     summary = [s for s in steps if "step-summary.sh reports/report.md" in s.get("run", "")]
     assert summary and all(s.get("if") == "always()" for s in summary)
 
