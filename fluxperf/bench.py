@@ -179,7 +179,8 @@ class Bench:
             result.status, result.error = "skipped", str(exc)
             raise
         except BaseException as exc:
-            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".strip()
+            cause = watchdog.timeout_in(exc) or exc  # a limit that fired inside torch.compile, told as itself
+            result.status, result.error = "failed", f"{type(cause).__name__}: {cause}".strip()
             close(live.pipe)
             if variant.in_place:
                 self.forget_eager()  # whatever the build did to eager's modules, don't reuse them

@@ -8,7 +8,8 @@ import warnings
 
 import pytest
 
-from fluxperf import baselines, environment
+from fluxperf import baselines, environment, report, verdicts
+from fluxperf import history as hist
 from fluxperf.messages import Context
 from fluxperf.metrics import METRICS
 from fluxperf.rules import FAIL, INCONCLUSIVE, SKIP, WARN
@@ -51,6 +52,21 @@ def floor(bench, result, metric: str) -> float:
     variant (fluxperf.metrics), or what --fluxperf-floor sets."""
     default = METRICS[metric].floor(result.lossless)
     return bench.settings.floors.get(result.name, {}).get(metric, default)
+
+
+def history(bench, store, name: str):
+    """The history verdict of this variant: its stored series with this session's point last, judged against the
+    baseline's speed tolerance (a new baseline's for its bound where there is none)."""
+    kind = "recording" if bench.settings.update_baselines else "judged"
+    document = report.document(
+        bench.scenario, bench.env, bench.baseline_path, bench.baseline, bench.determinism, bench.results
+    )
+    record = hist.session_record(document, kind)
+    points = store.series(record.gpu_slug, record.scenario, name) + [hist.point_of(record, name)]
+    entry = baselines.entry(bench.baseline, name)
+    tolerance = (entry.tolerance if entry else baselines.default_tolerance(bench.results[name].timings.bound))["speed"]
+    accepted = store.accepted_utc(record.gpu_slug, record.scenario, name)
+    return verdicts.history(name, points, tolerance, accepted, hist.display(store.where))
 
 
 def conclude(bench, name: str, check: str, verdict) -> None:

@@ -53,6 +53,8 @@ class Settings:
     # Limits on a variant's build (with its warm-up call) and on any one pipeline call; None: no limit.
     build_timeout_s: float | None = None
     call_timeout_s: float | None = None
+    # Where every session's results are kept (a SQLite file or a postgresql:// URL); None: not kept.
+    history: str | None = None
 
 
 def _positive_multiple_of_16(text: str) -> int:
@@ -202,6 +204,13 @@ def _place_and_limit_options(add) -> None:
         metavar="SECONDS",
         help=f"any one pipeline call may take this long (default {CALL_TIMEOUT_S['cuda']:g} s on CUDA, "
         f"{CALL_TIMEOUT_S['cpu']:g} s on CPU; 0: no limit)",
+    )
+    add(
+        "history",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="the results history every session appends to and test_history_holds reads: a SQLite file or a "
+        "postgresql:// URL (env FLUXPERF_HISTORY; default history.sqlite in the cache dir; off: keep none)",
     )
     add(
         "lpips-random-backbone",
@@ -360,8 +369,14 @@ def resolve(config, worker: str | None = None) -> Settings:
         rebaseline=rebaseline_command(opt, model, dtype),
         build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
         call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device),
+        history=_history(opt("history"), Path(cache).expanduser()),
         **as_given("rounds", "max_rounds", "update_baselines", "require_baseline", "lpips_random_backbone"),
     )
+
+
+def _history(given: str | None, cache: Path) -> str | None:
+    where = given or os.environ.get("FLUXPERF_HISTORY") or str(cache / "history.sqlite")
+    return None if where == "off" else where
 
 
 def _limit(given: float | None, defaults: dict, device: str) -> float | None:

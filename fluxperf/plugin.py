@@ -26,6 +26,7 @@ BENCH = pytest.StashKey["object"]()  # the session's fluxperf.bench.Bench, once 
 RESULTS = pytest.StashKey[dict]()  # the session's results dict, merged under xdist, for the summary
 WRITTEN = pytest.StashKey[object]()  # the baseline file this session wrote, if it did
 SIGTERM = pytest.StashKey[object]()  # the SIGTERM handler in place before fluxperf's
+HISTORY = pytest.StashKey[str]()  # a line for the summary about the history this session appended to
 CPU_HINT = "run the suite on CPU with the tiny model: pytest -m gpu --fluxperf-device cpu (or: make bench)"
 FIXTURES = ("variant_run", "fluxperf_bench")
 
@@ -73,6 +74,7 @@ def pytest_configure(config):
             if xdist.selects_gpu_suite(config):
                 xdist.check_controller(config, settings.scenario.device)
                 _load_baseline(session_of(config))
+                _check_history(settings)
     if torchrun.launched():
         config.pluginmanager.register(torchrun.TorchrunPlugin(config), "fluxperf-torchrun")
         session_of(config)  # rank 0 joins the group now: the followers wait for it
@@ -156,6 +158,20 @@ def _applies(item) -> bool:
     return True
 
 
+def _check_history(settings) -> None:
+    """Open the history once before anything is measured, creating it if need be: a damaged one, or one written by
+    a newer fluxperf, is a usage error naming it now, not after an hour of measuring. Workers and followers only
+    read it."""
+    if settings.history is None or settings.worker is not None or torchrun.is_follower():
+        return
+    from fluxperf import history
+
+    try:
+        history.open_store(settings.history).close()
+    except history.HistoryError as exc:
+        raise pytest.UsageError(f"--fluxperf-history: {exc}") from None
+
+
 def _load_baseline(bench) -> None:
     from fluxperf import baselines
 
@@ -201,6 +217,7 @@ class Selection:
                         item.add_marker(skip)
                 return
         _load_baseline(session_of(config))
+        _check_history(settings)
 
 
 def pytest_report_collectionfinish(config, start_path, items):
@@ -218,6 +235,25 @@ def fluxperf_bench(request):
 
 
 @pytest.fixture(scope="session")
+def fluxperf_history(request):
+    """The results history, open for reading (fluxperf.history.Store), or None where there is none yet or it is
+    off. The session's own results are appended at its end, after every test has read it."""
+    from fluxperf import history
+
+    where = request.config.stash[SETTINGS].history
+    if where is None:
+        yield None
+        return
+    try:
+        store = history.open_store(where, create=False)
+    except history.HistoryError:
+        yield None  # not created yet (a worker, before the first session ended), or unreadable: checked above
+        return
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
 def variant_run(request, fluxperf_bench):
     """A variant built, warmed up, timed and rendered once per session (a fluxperf.bench.Live); released after its
     tests. Its reports are written after it is measured and again once its verdicts are in, so that whatever
@@ -231,14 +267,15 @@ def variant_run(request, fluxperf_bench):
         live = fluxperf_bench.measure(name)
     except variants.Unavailable as exc:
         pytest.skip(f"{name}: {exc}")
-    except watchdog.PhaseTimeout as exc:
-        failure = f"{name}: {exc}"
     except ModelSourceError as exc:
         # Every variant needs the model: stop the session now, with the one line that says what to do. What was
         # measured before is in the reports (pytest_sessionfinish writes them); exit code 4, a setup problem.
         pytest.exit(f"fluxperf: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-    except Exception:
-        failure = f"{name} failed to build or run:\n{traceback.format_exc()}"
+    except Exception as exc:
+        timeout = watchdog.timeout_in(exc)
+        # Past its time limit (also when torch.compile wrapped the limit's exception): the phase and the time, no
+        # traceback; anything else fails with its traceback.
+        failure = f"{name}: {timeout}" if timeout else f"{name} failed to build or run:\n{traceback.format_exc()}"
     finally:
         _write_reports(fluxperf_bench, name)
     if failure is not None:
@@ -300,12 +337,29 @@ def pytest_sessionfinish(session, exitstatus):
         return
     report.write_summary(results, bench.settings.report_dir)
     config.stash[RESULTS] = results
+    _append_history(config, bench.settings, results)
     if bench.settings.update_baselines:
         # Keyed on the GPU the results were measured on (the workers', under xdist).
         env = results["environment"]
         path = baselines.write_session(bench.locate_baseline(env), bench.baseline_key(env), results, report.utc_now())
         if path:
             config.stash[WRITTEN] = path
+
+
+def _append_history(config, settings, results: dict) -> None:
+    """Keep this session in the history: one transaction, by this process alone (the xdist controller, torchrun's
+    rank 0). A history that can't take it is said in the summary; the reports are written already."""
+    if settings.history is None:
+        return
+    from fluxperf import history
+
+    kind = "recording" if settings.update_baselines else "judged"
+    try:
+        with history.open_store(settings.history) as store:
+            added = store.append(history.session_record(results, kind))
+        config.stash[HISTORY] = f"history: {history.display(settings.history)} ({added} variant result(s) added)"
+    except history.HistoryError as exc:
+        config.stash[HISTORY] = f"WARNING: this session was not added to the history: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -321,3 +375,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         config.stash.get(WRITTEN, None),
         config.stash.get(xdist.WORKERS_DOWN, {}),
     )
+    if HISTORY in config.stash:
+        terminalreporter.write_line(config.stash[HISTORY], red=config.stash[HISTORY].startswith("WARNING"))

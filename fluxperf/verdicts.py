@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from fluxperf import history as hist
 from fluxperf import messages, rules
 from fluxperf.messages import Context
 from fluxperf.metrics import METRICS
@@ -139,6 +140,18 @@ def fidelity(result) -> Verdict:
     )
 
 
+# The history verdict's reasons for not judging: too few sessions, or this one can't be placed in the series.
+UNJUDGED = ("too short", "empty", "latest unusable")
+
+
+def history(name: str, points: list, tolerance: float, accepted_utc: str | None, where: str) -> Verdict:
+    """Have slowdowns that each passed the baseline they were judged against added up past the tolerance? The
+    step detector over the variant's history (fluxperf.history); SKIP while the history is too short to tell."""
+    status, details = hist.judge(points, tolerance, accepted_utc=accepted_utc)
+    text = hist.message(details, name, where)
+    return Verdict(SKIP if details.get("reason") in UNJUDGED else status, text, details)
+
+
 __all__ = [
     "Verdict",
     "Context",
@@ -151,6 +164,7 @@ __all__ = [
     "quality_floor",
     "quality_baseline",
     "fidelity",
+    "history",
     "eager_bound",
     "PASS",
     "FAIL",

@@ -32,6 +32,18 @@ class PhaseTimeout(Exception):
         )
 
 
+def timeout_in(exc: BaseException | None) -> PhaseTimeout | None:
+    """The PhaseTimeout behind an exception, if any: torch.compile wraps an exception raised inside it (inductor's
+    BackendCompilerFailed and InductorError), so a limit that fires mid-compile arrives as one of those."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, PhaseTimeout):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "inner_exception", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 

@@ -79,8 +79,10 @@ for stage in "$@"; do
       fi
       kill $pid; cat "$WORK/$stage-neighbour.log" ;;
     timeout)   # TIMEOUT_VARIANT's cold build past a short limit, then VARIANTS judged in the same session
-      run timeout --fluxperf-variants=${TIMEOUT_VARIANT:-ao_fp8_compile},$VARIANTS --fluxperf-require-baseline \
-        --fluxperf-build-timeout=${BUILD_TIMEOUT:-45} --fluxperf-max-rounds=15 ;;
+      # (TIMEOUT_ARGS replaces --fluxperf-require-baseline, e.g. with nothing where no baseline is recorded yet)
+      run timeout --fluxperf-variants=${TIMEOUT_VARIANT:-ao_fp8_compile},$VARIANTS \
+        ${TIMEOUT_ARGS---fluxperf-require-baseline} --fluxperf-build-timeout=${BUILD_TIMEOUT:-45} \
+        --fluxperf-max-rounds=15 ;;
     full)   # every variant (or VARIANTS), one process on one GPU
       run full --fluxperf-variants=$VARIANTS --fluxperf-param=calib_size=2 ;;
     xdist)  # the same session spread over the visible GPUs, one pytest-xdist worker each

@@ -5,12 +5,14 @@ What the plugin calls (only the controller under xdist, only rank 0 under torchr
     from fluxperf import history
     store = history.open_store(where)   # a file path or a postgresql:// URL; HistoryError -> pytest.UsageError
     # test_history_holds[variant], before this session is appended:
-    record = history.session_record(results, kind) # results: report.results_dict(bench); kind: "judged" | "recording"
+    record = history.session_record(doc, kind)  # doc: report.document(...) or report.merge(...), as results.json
     points = store.series(record.gpu_slug, record.scenario, variant) + [history.point_of(record, variant)]
     status, details = history.judge(points, tolerance, accepted_utc=store.accepted_utc(...))
     text = history.message(details, variant, store.where)
     # at session end, after results.json is written:
-    store.append(history.session_record(results, kind))
+    store.append(history.session_record(doc, kind))  # kind: "judged" | "recording"
+
+Every stored variant entry is a fluxperf.result.Result's JSON; a Point's `result` reads it (once).
     store.close()
 
 `python -m fluxperf history import|html|accept` is the command line (fluxperf/__main__.py).

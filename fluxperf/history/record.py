@@ -1,15 +1,22 @@
-"""What the history keeps of a session: the one mapping from a results dict (or a baseline file) to a record."""
+"""What the history keeps of a session: the one mapping from a results document (or a baseline file) to a record."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fluxperf import result as results_schema
+from fluxperf.result import Result
+
 # judged: a session judged against a baseline; recording: one that wrote a baseline (or a baseline file imported).
 KINDS = ("judged", "recording")
+# The result schema of a results.json written before the document had a `schema_version`: each variant's numbers
+# in a layout of their own, beside the schema-2 baseline entry the session would write (`baseline_entry`).
+UNVERSIONED = 0
 
 
 class HistoryError(Exception):
@@ -19,7 +26,8 @@ class HistoryError(Exception):
 
 
 class NotARecord(HistoryError):
-    """A JSON file that is neither a results.json nor a baseline: skipped when found in a folder."""
+    """A file that holds no session to import: not JSON, neither a results.json nor a baseline, or one that fails
+    its checks (a damaged baseline). Skipped, with the reason, when found in a folder; an error when named."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,10 @@ class SessionRecord:
     scenario: str  # the scenario's slug, the baseline file's name
     commit: str | None
     session: dict  # everything but the variants: environment, scenario, baseline file and its date, ...
-    variants: dict  # {variant: entry}, each entry as results.json has it
+    variants: dict  # {variant: entry}, each entry a fluxperf.result.Result's JSON
     label: str | None = None  # free text, e.g. "nightly" or "pr-123", to tell several runners' sessions apart
     source: str | None = None  # where an imported record came from
+    result_schema: int = results_schema.SCHEMA_VERSION  # the Result schema the entries are in
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,14 @@ class Point:
     recorded_utc: str
     kind: str
     commit: str | None
-    entry: dict
+    entry: dict  # the variant's Result JSON, in the current schema (the store reads older ones into it)
     session: dict = field(repr=False)
     label: str | None = None
+
+    @functools.cached_property
+    def result(self) -> Result:
+        """The entry read once: a series is judged at every session, each time over the same points."""
+        return Result.from_json(self.entry)
 
     @property
     def environment(self) -> dict:
@@ -67,7 +81,7 @@ def _digest(data) -> str:
 def samples_digest(entry: dict) -> str | None:
     """The fingerprint of a variant's timed samples: one measurement imported twice, once from a results.json and
     once from the baseline that session wrote, is stored once."""
-    samples = entry.get("samples_s")
+    samples = (entry.get("timings") or {}).get("samples_s")
     return _digest(samples) if samples else None
 
 
@@ -83,16 +97,50 @@ def _require(data: dict, path: tuple, where: str):
     return value
 
 
-def session_record(results: dict, kind: str, label: str | None = None, source: str | None = None) -> SessionRecord:
-    """The record of a session from its results dict (report.results_dict, or the merge of xdist workers').
+def unversioned_entry(entry: dict, name: str) -> dict:
+    """A variant of a results.json written before results had a schema version, as a Result's JSON: the schema-2
+    baseline entry it carried (result.from_v2) with the entry's status, error and verdicts; a variant that wasn't
+    measured has no baseline entry and keeps its status and error only. The one place that layout is read: in files
+    imported, and in histories of store schema 1, which stored such entries."""
+    kept = {"name": name, "status": entry.get("status"), "error": entry.get("error")}
+    if not entry.get("baseline_entry"):
+        return kept
+    return {**results_schema.from_v2(entry["baseline_entry"], name), **kept, "verdicts": entry.get("verdicts") or {}}
 
-    The only place that reads a results dict's layout: when results become a versioned type, this is what
-    changes. Each variant's entry is kept as-is (samples, probes, bound, GPU busy, memory, quality, verdicts)."""
+
+def current_entry(entry: dict, schema: int, name: str) -> dict:
+    """A stored entry of Result schema `schema` as the current schema's JSON; ValueError for a newer schema."""
+    if schema == results_schema.SCHEMA_VERSION:
+        return entry
+    if schema == UNVERSIONED:
+        return unversioned_entry(entry, name)
+    raise ValueError(
+        f"results of schema version {schema}; this fluxperf reads {results_schema.SCHEMA_VERSION} "
+        "and results.json files written before they had a version"
+    )
+
+
+def session_record(results: dict, kind: str, label: str | None = None, source: str | None = None) -> SessionRecord:
+    """The record of a session from its results document (report.document, or report.merge of xdist workers').
+
+    Each variant's entry is kept as the document has it, a fluxperf.result.Result's JSON (its timings with the
+    probe beside every call, quality, verdicts). A results.json written before the document had a `schema_version`
+    is read by unversioned_entry."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     where = source or "results"
     if not isinstance(results, dict) or not isinstance(results.get("variants"), dict):
-        raise HistoryError(f"{where}: not a fluxperf results dict (no 'variants' object)")
+        raise HistoryError(f"{where}: not a fluxperf results document (no 'variants' object)")
+    bad = next((n for n, e in results["variants"].items() if not isinstance(e, dict)), None)
+    if bad is not None:
+        raise HistoryError(f"{where}: field 'variants.{bad}': expected an object")
+    version = results.get("schema_version", UNVERSIONED)
+    if version not in (UNVERSIONED, results_schema.SCHEMA_VERSION):
+        raise HistoryError(
+            f"{where}: field 'schema_version': {version!r} is not one this fluxperf reads "
+            f"({results_schema.SCHEMA_VERSION}, or none: a results.json from before results had a version)"
+        )
+    variants = {n: current_entry(e, version, n) for n, e in results["variants"].items()}
     env = results.get("environment") or {}
     return SessionRecord(
         id=_digest(results),
@@ -102,76 +150,42 @@ def session_record(results: dict, kind: str, label: str | None = None, source: s
         scenario=_require(results, ("scenario", "slug"), where),
         commit=env.get("commit"),
         session={k: v for k, v in results.items() if k != "variants"},
-        variants=dict(results["variants"]),
+        variants=variants,
         label=label,
         source=source,
     )
 
 
-def _entry_from_baseline(entry: dict) -> dict:
-    # A baseline entry in the shape of a results.json entry, so every stored entry reads the same way.
-    quality = entry.get("quality") or {}
-    ci = entry.get("speedup_ci") or [None, None]
-    out = {
-        "status": "measured",
-        "samples_s": entry["samples_s"],
-        "eager_samples_s": entry["eager_samples_s"],
-        "probe": entry["probe"],
-        "eager_probe": entry["eager_probe"],
-        "design": entry.get("design"),
-        "bound": entry.get("bound", "unknown"),
-        "gpu_busy": entry.get("gpu_busy"),
-        "peak_mem_gb": entry.get("peak_mem_gb"),
-        "build_s": entry.get("build_s"),
-        "params": entry.get("params"),
-        "latency_median_s": entry.get("latency_s"),
-        "n": len(entry["samples_s"]),
-        "speedup": {
-            "value": entry["speedup"],
-            "ci_low": ci[0],
-            "ci_high": ci[1],
-            "n": len(entry["samples_s"]),
-            "design": entry.get("design"),
-        },
-        "quality": {
-            m: {"mean": quality.get(f"{m}_mean")} for m in ("lpips", "ssim", "psnr_db") if f"{m}_mean" in quality
-        },
-        "verdicts": {},
-        "baseline_entry": entry,
-    }
-    if quality.get("lpips_backbone") and "lpips" in out["quality"]:
-        out["quality"]["lpips"]["backbone"] = quality["lpips_backbone"]
-    return out
-
-
 def baseline_record(data: dict, path: Path, label: str | None = None) -> SessionRecord:
-    """The record of the session that recorded a baseline file (schema 2: samples and probes per variant)."""
+    """The record of the session that recorded a baseline file (schema 2 or 3, read as 3 by baselines.validate).
+    Each variant's entry is the baseline's: a Result's JSON with the baseline's `tolerance` beside it."""
     from fluxperf import baselines
 
     path = Path(path)
     try:
-        baselines.validate(data, path)
+        current = baselines.validate(data, path)
     except baselines.BaselineError as exc:
         raise HistoryError(str(exc)) from None
-    env = data.get("environment") or {}
+    env = current.get("environment") or {}
     gpu_slug = env.get("gpu_slug") or path.parent.name
     session = {
-        "generated_utc": data.get("recorded_utc"),
+        "generated_utc": current.get("recorded_utc"),
         "environment": {**env, "gpu_slug": gpu_slug},
-        "scenario": {**data["key"], "slug": path.stem},
-        "model_source": data["key"].get("model"),
+        "scenario": {**current["key"], "slug": path.stem},
+        "model_source": current["key"].get("model"),
         "baseline_file": str(path),
         "imported_from": "baseline",
     }
     return SessionRecord(
+        # Of the file as written: the same file imported again is the same session, whichever schema it is in.
         id=_digest(data),
-        recorded_utc=_require(data, ("recorded_utc",), str(path)),
+        recorded_utc=_require(current, ("recorded_utc",), str(path)),
         kind="recording",
         gpu_slug=gpu_slug,
         scenario=path.stem,
-        commit=data.get("commit") or env.get("commit"),
+        commit=current.get("commit") or env.get("commit"),
         session=session,
-        variants={name: _entry_from_baseline(e) for name, e in data["variants"].items()},
+        variants={name: {**e, "name": name} for name, e in current["variants"].items()},
         label=label,
         source=str(path),
     )
@@ -191,11 +205,16 @@ def load_file(path: Path, kind: str | None = None, label: str | None = None) -> 
     except OSError as exc:
         raise HistoryError(f"{path}: can't read it: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HistoryError(f"{path}: not valid JSON: {exc}") from None
-    if isinstance(data, dict) and "schema_version" in data and "key" in data:
-        return baseline_record(data, path, label)
-    if isinstance(data, dict) and "generated_utc" in data and "variants" in data:
-        return session_record(data, kind or recording_kind(data), label, str(path))
+        raise NotARecord(f"{path}: not valid JSON: {exc}") from None
+    try:
+        if isinstance(data, dict) and "schema_version" in data and "key" in data:
+            return baseline_record(data, path, label)
+        if isinstance(data, dict) and "generated_utc" in data and "variants" in data:
+            return session_record(data, kind or recording_kind(data), label, str(path))
+    except NotARecord:
+        raise
+    except HistoryError as exc:
+        raise NotARecord(str(exc)) from None
     raise NotARecord(f"{path}: neither a fluxperf results.json nor a baseline file")
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+import fluxperf.history.steps as history_steps
 from fluxperf import baselines
-from fluxperf.history import steps
 from fluxperf.history.record import Point, utc_now
 from fluxperf.history.store import Store, display
+from fluxperf.metrics import METRICS
 
 WIDTH, HEIGHT = 760, 230  # the latency chart
 SMALL_WIDTH, SMALL_HEIGHT = 250, 110
 PAD = {"left": 58, "right": 12, "top": 26, "bottom": 30}
-QUALITY = (("ssim", "SSIM mean", "{:.4f}"), ("psnr_db", "PSNR mean, dB", "{:.1f}"), ("lpips", "LPIPS mean", "{:.4f}"))
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d1d1f; background: #fafafa; }
@@ -167,7 +167,7 @@ def _version_changes(sessions: list[dict]) -> list[tuple[int, list[str]]]:
     for i in range(1, len(sessions)):
         found = [
             c
-            for c in steps.env_changes(sessions[i - 1]["environment"], sessions[i]["environment"])
+            for c in history_steps.env_changes(sessions[i - 1]["environment"], sessions[i]["environment"])
             if not c.startswith("fluxperf commit")
         ]
         if found:
@@ -184,12 +184,12 @@ def _latency_chart(
     versions: list[tuple[int, list[str]]],
     n: int,
 ) -> tuple[str, dict, list]:
-    usable = [k for k, p in enumerate(series) if steps.usable(p.entry)]
-    lq = {k: steps.lower_quartile_s(series[k].entry) for k in usable}
-    net = steps.net_latencies([series[k].entry for k in usable])
+    usable = [k for k, p in enumerate(series) if history_steps.usable(history_steps.timings(p))]
+    lq = {k: history_steps.lower_quartile_s(history_steps.timings(series[k])) for k in usable}
+    net = history_steps.net_latencies([history_steps.timings(series[k]) for k in usable])
     # The probe-normalized line: each session's lower quartile as it would be on the first session's machine.
     normalized = {k: math.exp(v) for k, v in zip(usable, net) if math.isfinite(v)}
-    segs = steps.detect(np.array([math.log(normalized[k]) for k in usable])) if len(usable) >= 2 else []
+    segs = history_steps.detect(np.array([math.log(normalized[k]) for k in usable])) if len(usable) >= 2 else []
     frame = Frame(n, list(lq.values()) + list(normalized.values()), WIDTH, HEIGHT, PAD)
     body = frame.axes(
         dates, "seconds per image: lower quartile (dots), net of the machine probe (line), levels (dashed)"
@@ -233,25 +233,23 @@ def _latency_chart(
         )
     points = {}
     for k, p in enumerate(series):
-        e = p.entry
-        sp = e.get("speedup") or {}
-        busy = e.get("gpu_busy")
+        r = p.result
+        t = r.timings
+        speedup, mem, busy = _number(_speedup(t)[0]), _number(t.peak_mem_gb), _number(t.gpu_busy)
         points[p.session_id] = {
             "lq_s": round(lq[k], 5) if k in lq else None,
             "net_s": round(normalized[k], 5) if k in normalized else None,
-            "speedup": None if sp.get("value") is None else round(sp["value"], 3),
-            "peak_mem_gb": None if _number(e.get("peak_mem_gb")) is None else round(e["peak_mem_gb"], 2),
-            "n": e.get("n") or len(e.get("samples_s") or []),
-            "bound": f"{e.get('bound', 'unknown')} / {'–' if busy is None else f'{busy:.0%}'}",
-            "verdicts": e.get("verdicts")
-            or ({"status": {"status": "FAIL", "message": e.get("error") or ""}} if e.get("status") == "failed" else {}),
+            "speedup": None if speedup is None else round(speedup, 3),
+            "peak_mem_gb": None if mem is None else round(mem, 2),
+            "n": t.rounds,
+            "bound": f"{t.bound or 'unknown'} / {'–' if busy is None else f'{busy:.0%}'}",
+            "verdicts": r.verdicts
+            or ({"status": {"status": "FAIL", "message": r.error or ""}} if r.status == "failed" else {}),
         }
     return _svg(WIDTH, HEIGHT, body, f"{variant} latency over sessions"), points, found_steps
 
 
-def _small_chart(
-    xs: list[int], values: list, dates: list[str], n: int, title: str, fmt: str, ci: list | None = None
-) -> str:
+def _small_chart(xs: list[int], values: list, dates: list[str], n: int, title: str, fmt, ci: list | None = None) -> str:
     have = [(xs[k], v) for k, v in enumerate(values) if v is not None and math.isfinite(v)]
     if not have:
         return ""
@@ -267,15 +265,22 @@ def _small_chart(
             )
     body.append(_polyline([(frame.x(x), frame.y(v)) for x, v in have], "small-line"))
     body += [
-        f'<circle r="2" cx="{frame.x(x):.1f}" cy="{frame.y(v):.1f}" fill="#555"><title>'
-        f"{_e(fmt.format(v))}</title></circle>"
+        f'<circle r="2" cx="{frame.x(x):.1f}" cy="{frame.y(v):.1f}" fill="#555"><title>{_e(fmt(v))}</title></circle>'
         for x, v in have
     ]
     return _svg(SMALL_WIDTH, SMALL_HEIGHT, body, title)
 
 
 def _number(value):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, or None: what a chart can draw and the page's JSON can hold."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
+
+def _speedup(t) -> tuple:
+    """(speedup, [CI low, CI high]) of a session's timings, each None where there is none."""
+    sp = t.speedup()
+    return (None, [None, None]) if sp is None else (sp.value, [_number(sp.ci_low), _number(sp.ci_high)])
 
 
 def _variant_figure(
@@ -287,36 +292,38 @@ def _variant_figure(
     n = len(dates)
     chart, points, found = _latency_chart(key, variant, xs, series, dates, versions, n)
     data["points"][key] = points
-    entries = [p.entry for p in series]
-    speedups = [_number((e.get("speedup") or {}).get("value")) for e in entries]
-    cis = [
-        [_number((e.get("speedup") or {}).get("ci_low")), _number((e.get("speedup") or {}).get("ci_high"))]
-        for e in entries
-    ]
+    results = [p.result for p in series]
+    speedups = [_speedup(r.timings) for r in results]
     smalls = [
-        _small_chart(xs, speedups, dates, n, "speedup over eager (95% CI)", "{:.2f}×", cis),
-        _small_chart(xs, [_number(e.get("peak_mem_gb")) for e in entries], dates, n, "peak memory, GB", "{:.2f} GB"),
+        _small_chart(
+            xs,
+            [_number(v) for v, _ in speedups],
+            dates,
+            n,
+            "speedup over eager (95% CI)",
+            "{:.2f}×".format,
+            [ci for _, ci in speedups],
+        ),
+        _small_chart(
+            xs, [_number(r.timings.peak_mem_gb) for r in results], dates, n, "peak memory, GB", "{:.2f} GB".format
+        ),
     ]
-    for metric, title, fmt in QUALITY:
+    for metric in METRICS.values():
+        scores = [r.quality.scores.get(metric.name) for r in results]
+        values = [None if s is None else _number(s.mean) for s in scores]
         smalls.append(
             _small_chart(
-                xs,
-                [_number(((e.get("quality") or {}).get(metric) or {}).get("mean")) for e in entries],
-                dates,
-                n,
-                title,
-                fmt,
+                xs, values, dates, n, f"{metric.label} mean{',' + metric.unit if metric.unit else ''}", metric.fmt
             )
         )
-    bound = (
-        steps.series_bound([e for e in entries if steps.usable(e)])[0] if any(map(steps.usable, entries)) else "unknown"
-    )
+    timed = [r.timings for r in results if history_steps.usable(r.timings)]
+    bound = history_steps.series_bound(timed)[0] if timed else "unknown"
     # The speed tolerance a new baseline gets for this bound: a hand-edited one applies in the suite's own
     # test_history_holds, not here.
     tolerance = baselines.default_tolerance(bound)["speed"]
     accepted = store.accepted_utc(gpu, scenario, variant)
-    status, details = steps.judge(series, tolerance, accepted_utc=accepted)
-    verdict = steps.message(details, variant)
+    status, details = history_steps.judge(series, tolerance, accepted_utc=accepted)
+    verdict = history_steps.message(details, variant)
     badge = "too short" if details.get("reason") in ("too short", "empty") else status
     steps_text = ", ".join(f"{math.expm1(s['size']):+.1%} from {s['utc'][:10]}" for s in found) or "none"
     figure = (

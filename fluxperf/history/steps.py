@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fluxperf import stats
+from fluxperf import rules, stats
 from fluxperf.history.record import Point
+from fluxperf.probe import PROBES
+from fluxperf.result import Timings
 
 WINDOW = 60  # sessions the verdict looks back over, besides the oldest baseline they were judged against
 MIN_SIZE = 3  # sessions a new level needs before a step to it is a FAIL rather than INCONCLUSIVE
@@ -29,26 +31,27 @@ MAX_RANGE = 400  # sessions analysed at most: the exact segmentation is cubic in
 BETA = 2.5
 # A series steadier than this (0.2% between sessions) would make every tiny wobble a step; none of those matter.
 NOISE_FLOOR = 0.002
-PROBES = ("matmul_s", "copy_s", "launch_s")
 
 
 # ----- the net latency of each session -----------------------------------------------------------------------------
 
 
-def usable(entry: dict) -> bool:
-    """A variant entry the net latency can be computed from: timed samples and the probe beside them."""
-    if not entry.get("samples_s") or len(entry["samples_s"]) < 2:
+def timings(point: Point) -> Timings:
+    return point.result.timings
+
+
+def usable(t: Timings) -> bool:
+    """Timings the net latency can be computed from: timed samples and the probe beside them."""
+    if len(t.samples_s) < 2:
         return False
-    return all(
-        isinstance(entry.get(k), dict) and all(entry[k].get(p) for p in PROBES) for k in ("probe", "eager_probe")
-    )
+    return all(isinstance(side, dict) and all(side.get(k) for k in PROBES) for side in (t.probe, t.eager_probe))
 
 
-def machine_level(entry: dict) -> dict[str, float]:
+def machine_level(t: Timings) -> dict[str, float]:
     """The machine's absolute speed in one session, on the log scale, per resource: gpu is the mean of the matmul
     and copy probes' log medians, host the small-op loop's. The difference of two sessions' levels is
     stats.machine_change's value for them."""
-    probe = stats.Run.from_entry({"eager_samples_s": [], **entry}).all_probe
+    probe = t.all_probe
     log_median = {k: math.log(statistics.median(probe[k])) for k in PROBES}
     return {"gpu": (log_median["matmul_s"] + log_median["copy_s"]) / 2, "host": log_median["launch_s"]}
 
@@ -57,43 +60,43 @@ def _exact(value: float) -> stats.Interval:
     return stats.Interval(value, value, value, 1)
 
 
-def series_bound(entries: list[dict]) -> tuple[str, float]:
+def series_bound(series: list[Timings]) -> tuple[str, float]:
     """What sets a series' pace and the share of a call its GPU waits on the host, fixed over the series so that a
     session's net latency doesn't jump when one session is classed differently: the bound most sessions had (the
-    latest's on a tie), and stats.host_share over the busiest session (a disturbance only lowers busy)."""
-    counts = Counter(e.get("bound") or "unknown" for e in entries)
+    latest's on a tie), and stats.host_share of the busiest session (a disturbance only lowers busy)."""
+    counts = Counter(t.bound or "unknown" for t in series)
     top = max(counts.values())
-    bound = next(e.get("bound") or "unknown" for e in reversed(entries) if counts[e.get("bound") or "unknown"] == top)
-    busy = [e["gpu_busy"] for e in entries if e.get("gpu_busy") is not None]
-    run = stats.Run([], [], {}, {}, busy=max(busy) if busy else None)
-    return bound, stats.host_share(run, run)
+    bound = next(t.bound or "unknown" for t in reversed(series) if counts[t.bound or "unknown"] == top)
+    busiest = max((t for t in series if t.gpu_busy is not None), key=lambda t: t.gpu_busy, default=Timings())
+    return bound, stats.host_share(busiest, busiest)
 
 
-def _session_values(entry: dict, cache: dict | None, key) -> tuple[float, dict[str, float]]:
+def _session_values(t: Timings, cache: dict | None, key) -> tuple[float, dict[str, float]]:
     if cache is not None and key in cache:
         return cache[key]
-    low, _, _ = stats.low_quartile(np.log(np.asarray(entry["samples_s"], dtype=float)))
-    values = (low, machine_level(entry))
+    low, _, _ = stats.low_quartile(np.log(np.asarray(t.samples_s, dtype=float)))
+    values = (low, machine_level(t))
     if cache is not None:
         cache[key] = values
     return values
 
 
-def net_latencies(entries: list[dict], cache: dict | None = None, keys=None) -> np.ndarray:
-    """Per entry: the log of its lower-quartile latency (stats.low_quartile) minus the change the machine probe
-    predicts for it (stats.expected_change) against the first usable entry; NaN where it can't be computed.
+def net_latencies(series: list[Timings], cache: dict | None = None, keys=None) -> np.ndarray:
+    """Per session's timings: the log of its lower-quartile latency (stats.low_quartile) minus the change the
+    machine probe predicts for it (stats.expected_change) against the first usable session; NaN where it can't be
+    computed.
 
     The differences between two values are what the speed rule judges for the pair, with the series' bound and
-    host share in place of the pair's. `cache` (a dict) and `keys` (one per entry, e.g. session ids) let a caller
+    host share in place of the pair's. `cache` (a dict) and `keys` (one per session, e.g. session ids) let a caller
     that judges a series at every session reuse each session's lower quartile and probe medians."""
-    out = np.full(len(entries), math.nan)
-    good = [i for i, e in enumerate(entries) if usable(e)]
+    out = np.full(len(series), math.nan)
+    good = [i for i, t in enumerate(series) if usable(t)]
     if not good:
         return out
-    bound, share = series_bound([entries[i] for i in good])
+    bound, share = series_bound([series[i] for i in good])
     if keys is None:
-        cache, keys = None, range(len(entries))
-    values = {i: _session_values(entries[i], cache, keys[i]) for i in good}
+        cache, keys = None, range(len(series))
+    values = {i: _session_values(series[i], cache, keys[i]) for i in good}
     reference = values[good[0]][1]
     for i in good:
         low, level = values[i]
@@ -102,8 +105,8 @@ def net_latencies(entries: list[dict], cache: dict | None = None, keys=None) -> 
     return out
 
 
-def lower_quartile_s(entry: dict) -> float:
-    return math.exp(stats.low_quartile(np.log(np.asarray(entry["samples_s"], dtype=float)))[0])
+def lower_quartile_s(t: Timings) -> float:
+    return math.exp(stats.low_quartile(np.log(np.asarray(t.samples_s, dtype=float)))[0])
 
 
 # ----- steps ---------------------------------------------------------------------------------------------------------
@@ -263,8 +266,8 @@ def judge(
     and with the level where the oldest baseline they were judged against was recorded. Sessions up to an
     acceptance (`accepted_utc`) are left out; `cache`: see net_latencies.
 
-    Returns (status, details): stats.PASS when the rise is within the tolerance; stats.FAIL when its whole 95%
-    interval is beyond it and the new level is at least `min_size` sessions long; stats.INCONCLUSIVE otherwise (the
+    Returns (status, details): rules.PASS when the rise is within the tolerance; rules.FAIL when its whole 95%
+    interval is beyond it and the new level is at least `min_size` sessions long; rules.INCONCLUSIVE otherwise (the
     interval straddles the tolerance, the new level is younger, or the history is too short: details["reason"]).
     The details are JSON-safe; message() renders them. docs/history.md states the rule as a table."""
     limit = math.log1p(tolerance)
@@ -281,27 +284,27 @@ def judge(
     if accepted_utc is not None:
         points = [p for p in points if p.recorded_utc > accepted_utc]
     if not points:
-        return stats.INCONCLUSIVE, {**details, "reason": "empty"}
+        return rules.INCONCLUSIVE, {**details, "reason": "empty"}
     details["latest"] = _describe(points[-1])
     details["series"] = {
         "gpu_slug": points[-1].environment.get("gpu_slug"),
         "scenario": (points[-1].session.get("scenario") or {}).get("slug"),
     }
-    if not usable(points[-1].entry):
-        return stats.INCONCLUSIVE, {**details, "reason": "latest unusable"}
+    if not usable(timings(points[-1])):
+        return rules.INCONCLUSIVE, {**details, "reason": "latest unusable"}
     first, oldest = _range_start(points, window)
     start = max(min(first, oldest if oldest is not None else first), len(points) - MAX_RANGE)
-    index = [i for i in range(start, len(points)) if usable(points[i].entry)]
+    index = [i for i in range(start, len(points)) if usable(timings(points[i]))]
     span = [points[i] for i in index]
     details["sessions"] = len(span)
     if len(span) < 2 * min_size:
-        return stats.INCONCLUSIVE, {**details, "reason": "too short"}
-    y = net_latencies([p.entry for p in span], cache, [p.session_id for p in span])
+        return rules.INCONCLUSIVE, {**details, "reason": "too short"}
+    y = net_latencies([timings(p) for p in span], cache, [p.session_id for p in span])
     # The noise is estimated over up to NOISE_SESSIONS sessions, also before the range: a month of sessions gives a
     # rough estimate, and in simulation an estimate of half the true noise turned noise into FAILs.
-    wide = [p for p in points[-NOISE_SESSIONS:] if usable(p.entry)]
+    wide = [p for p in points[-NOISE_SESSIONS:] if usable(timings(p))]
     sd = (
-        noise_sd(net_latencies([p.entry for p in wide], cache, [p.session_id for p in wide]))
+        noise_sd(net_latencies([timings(p) for p in wide], cache, [p.session_id for p in wide]))
         if len(wide) > len(span)
         else noise_sd(y)
     )
@@ -341,12 +344,12 @@ def judge(
         ],
     )
     if rise <= limit:
-        return stats.PASS, details
+        return rules.PASS, details
     if latest.size < min_size:
-        return stats.INCONCLUSIVE, {**details, "reason": "young level"}
+        return rules.INCONCLUSIVE, {**details, "reason": "young level"}
     if rise - half <= limit:
-        return stats.INCONCLUSIVE, {**details, "reason": "straddles"}
-    return stats.FAIL, details
+        return rules.INCONCLUSIVE, {**details, "reason": "straddles"}
+    return rules.FAIL, details
 
 
 # ----- words ---------------------------------------------------------------------------------------------------------

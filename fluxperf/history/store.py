@@ -9,10 +9,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from fluxperf.history.record import HistoryError, Point, SessionRecord, samples_digest, utc_now
+from fluxperf.history.record import (
+    UNVERSIONED,
+    HistoryError,
+    Point,
+    SessionRecord,
+    current_entry,
+    samples_digest,
+    utc_now,
+)
 
 # 1: sessions, one row per variant in a session, and acceptances of deliberate slowdowns.
-SCHEMA_VERSION = 1
+# 2: sessions.result_schema, the fluxperf.result schema its variants' entries are in (a later one reads older
+#    entries into its own). A history of schema 1 holds results.json entries from before that schema (UNVERSIONED):
+#    opened for writing it gains the column, those sessions marked UNVERSIONED; no row is rewritten.
+SCHEMA_VERSION = 2
 # Two runners appending at once wait for each other's transaction instead of failing at once.
 BUSY_TIMEOUT_S = 60
 # A fixed key for PostgreSQL's advisory lock, so two first sessions don't both create the tables.
@@ -23,7 +34,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS fluxperf_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, recorded_utc TEXT NOT NULL, kind TEXT NOT NULL, "
     "gpu_slug TEXT NOT NULL, scenario TEXT NOT NULL, commit_sha TEXT, label TEXT, source TEXT, "
-    "added_utc TEXT NOT NULL, session_json TEXT NOT NULL)",
+    "added_utc TEXT NOT NULL, session_json TEXT NOT NULL, result_schema INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS results (session_id TEXT NOT NULL REFERENCES sessions (id), variant TEXT NOT NULL, "
     "gpu_slug TEXT NOT NULL, scenario TEXT NOT NULL, recorded_utc TEXT NOT NULL, samples_sha256 TEXT NOT NULL, "
     "entry_json TEXT NOT NULL, PRIMARY KEY (session_id, variant))",
@@ -33,6 +44,9 @@ SCHEMA = (
     "variant TEXT NOT NULL, accepted_utc TEXT NOT NULL, note TEXT NOT NULL)",
 )
 TABLES = ("fluxperf_meta", "sessions", "results", "acceptances")
+MIGRATIONS = {
+    1: (f"ALTER TABLE sessions ADD COLUMN result_schema INTEGER NOT NULL DEFAULT {UNVERSIONED}",),
+}
 
 
 def is_url(where) -> bool:
@@ -55,6 +69,7 @@ class Store:
 
     def __init__(self, conn, where: str, param: str):
         self._conn, self.where, self._param = conn, where, param
+        self.version = SCHEMA_VERSION  # the schema of the history as opened (an older one read as it is)
 
     # ----- the backend's differences ------------------------------------------------------------------------------
 
@@ -86,8 +101,9 @@ class Store:
         raise NotImplementedError
 
     def _check_schema(self, create: bool) -> None:
-        """Create the tables in an empty database; refuse a newer schema or a database of something else. Never
-        rewrites or deletes a row that is there."""
+        """Create the tables in an empty database, bring an older history to this schema when opened for writing
+        (MIGRATIONS only add columns); refuse a newer schema or a database of something else. Never rewrites or
+        deletes a row that is there."""
         # Reading (the dashboard) takes no write lock, so a read-only copy of a history can be drawn too.
         with self._transaction(write=create):
             tables = self._tables()
@@ -120,10 +136,17 @@ class Store:
                     "--fluxperf-history elsewhere"
                 )
             missing = set(TABLES) - self._tables()
-            if missing:
-                raise HistoryError(
-                    f"history {display(self.where)}: damaged: tables {', '.join(sorted(missing))} are missing"
-                )
+            if missing or version < 1:
+                what = f"tables {', '.join(sorted(missing))} are missing" if missing else f"schema version {version}"
+                raise HistoryError(f"history {display(self.where)}: damaged: {what}")
+            if create:
+                # Opened for writing, an older history is brought to this schema; read, it is read as it is.
+                for old in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[old]:
+                        self._execute(statement)
+                    self._execute("UPDATE fluxperf_meta SET value = ? WHERE name = 'schema_version'", (str(old + 1),))
+                version = SCHEMA_VERSION
+            self.version = version
 
     # ----- writing --------------------------------------------------------------------------------------------------
 
@@ -137,7 +160,8 @@ class Store:
             with self._transaction():
                 added = self._execute(
                     "INSERT INTO sessions (id, recorded_utc, kind, gpu_slug, scenario, commit_sha, label, source, "
-                    "added_utc, session_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    "added_utc, session_json, result_schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
                     (
                         record.id,
                         record.recorded_utc,
@@ -149,6 +173,7 @@ class Store:
                         record.source,
                         utc_now(),
                         session_json,
+                        record.result_schema,
                     ),
                 ).rowcount
                 if not added:
@@ -215,10 +240,13 @@ class Store:
         ]
 
     def series(self, gpu_slug: str, scenario: str, variant: str, before_utc: str | None = None) -> list[Point]:
-        """One variant's stored sessions on one GPU and scenario, oldest first (ties by session id)."""
+        """One variant's stored sessions on one GPU and scenario, oldest first (ties by session id), each entry in
+        the current Result schema."""
+        # A history of schema 1 opened for reading has no result_schema column: all its entries are UNVERSIONED.
+        schema = "s.result_schema" if self.version >= 2 else str(UNVERSIONED)
         text = (
-            "SELECT r.session_id, r.recorded_utc, s.kind, s.commit_sha, r.entry_json, s.session_json, s.label "
-            "FROM results r JOIN sessions s ON s.id = r.session_id "
+            f"SELECT r.session_id, r.recorded_utc, s.kind, s.commit_sha, r.entry_json, s.session_json, s.label, "
+            f"{schema} FROM results r JOIN sessions s ON s.id = r.session_id "
             "WHERE r.gpu_slug = ? AND r.scenario = ? AND r.variant = ?"
         )
         args = [gpu_slug, scenario, variant]
@@ -226,10 +254,16 @@ class Store:
             text += " AND r.recorded_utc < ?"
             args.append(before_utc)
         rows = self._query(text + " ORDER BY r.recorded_utc, r.session_id", tuple(args))
-        return [
-            Point(sid, utc, kind, commit, json.loads(entry), json.loads(session), label)
-            for sid, utc, kind, commit, entry, session, label in rows
-        ]
+        out = []
+        for sid, utc, kind, commit, entry, session, label, result_schema in rows:
+            try:
+                entry = current_entry(json.loads(entry), result_schema, variant)
+            except ValueError as exc:
+                raise HistoryError(
+                    f"history {display(self.where)}: session {utc} ({sid[:12]}) holds {exc}; upgrade fluxperf"
+                ) from None
+            out.append(Point(sid, utc, kind, commit, entry, json.loads(session), label))
+        return out
 
     def accepted_utc(self, gpu_slug: str, scenario: str, variant: str) -> str | None:
         """When a slowdown of this series was last accepted as deliberate, or None."""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fluxperf import baselines, report, timing, verdicts
+from fluxperf import baselines, checks, report, timing, verdicts
 from fluxperf.checks import baseline_for, conclude, context
 
 pytestmark = pytest.mark.gpu
@@ -79,3 +79,15 @@ def test_peak_memory_holds(variant_run, fluxperf_bench):
         pytest.skip("peak memory is only tracked on CUDA")
     entry = baseline_for(bench, result.name)
     conclude(bench, result.name, "peak_mem", verdicts.peak_memory(result, entry, context(bench, result.name)))
+
+
+@pytest.mark.fluxperf_variants("all")
+def test_history_holds(variant_run, fluxperf_bench, fluxperf_history):
+    """Have slowdowns that each passed their baseline added up past the tolerance? The pipeline's latency net of the
+    machine over every session in the history (--fluxperf-history), with this one last."""
+    bench, result = fluxperf_bench, variant_run.result
+    if not result.timed:
+        pytest.skip(f"{result.name} is quality-only: slower than eager by design, never judged on speed")
+    if fluxperf_history is None:
+        pytest.skip(f"no history to judge against ({bench.settings.history or '--fluxperf-history=off'})")
+    conclude(bench, result.name, "history", checks.history(bench, fluxperf_history, result.name))

@@ -139,7 +139,7 @@ def test_a_pipeline_saved_with_save_pretrained_runs_through_the_real_model_path(
     folder = pytester.path / "my-flux"
     build_pipeline(Scenario(model="tiny", device="cpu", dtype="float32")).save_pretrained(folder)
     result = suite(f"--fluxperf-model={folder}", "--fluxperf-variants=eager", "-rs", inprocess=True)
-    result.assert_outcomes(passed=3, skipped=2)  # eager's benchmark, steps, determinism; no baseline yet
+    result.assert_outcomes(passed=3, skipped=3)  # eager's benchmark, steps, determinism; no baseline or history yet
     assert (
         "no baseline for eager in" in result.stdout.str() and "; record one with: pytest -m gpu" in result.stdout.str()
     )

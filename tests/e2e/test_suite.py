@@ -37,7 +37,7 @@ def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
     rerun = suite("--fluxperf-variants=twin", "--fluxperf-require-baseline", inprocess=True)
-    rerun.assert_outcomes(passed=13, skipped=2)  # peak memory isn't tracked on CPU
+    rerun.assert_outcomes(passed=13, skipped=4)  # peak memory isn't tracked on CPU; a history of one session
 
     # Up to 12 rounds: a busy shared CPU can leave 6 rounds' interval straddling even a 4× slowdown. 10× slower:
     # where other processes keep this one waiting for a CPU (two thirds of the time on a crowded 2-core machine),
@@ -51,7 +51,7 @@ def test_record_rerun_and_catch_an_injected_slowdown(suite, pytester):
         slowdown="twin=9.0",
         inprocess=True,
     )
-    slowed.assert_outcomes(passed=12, failed=1, skipped=2)
+    slowed.assert_outcomes(passed=12, failed=1, skipped=4)
     out = slowed.stdout.str()
     assert "FAILED test_speed.py::test_speedup_holds[twin]" in out
     # The message: variant, statistic with interval, tolerance, the speedup and its baseline, the machine probe,
@@ -115,7 +115,7 @@ def test_a_failing_build_errors_its_own_tests_and_the_others_still_run(suite, py
     result = suite("--fluxperf-variants=broken,oom,twin", "-rE", inprocess=True)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
-    assert outcomes["errors"] == 20  # all 10 tests each of broken and oom
+    assert outcomes["errors"] == 22  # all 11 tests each of broken and oom
     assert outcomes["passed"] == 7  # eager and twin measured and reported; no baseline to judge against
     assert "RuntimeError: simulated build failure" in out
     assert "OutOfMemoryError: CUDA out of memory" in out

@@ -69,8 +69,8 @@ def test_context_parallel_under_torchrun_matches_eager(tmp_path):
 
 def test_without_torchrun_context_parallel_skips_before_timing_anything(suite, pytester):
     result = suite("--fluxperf-variants=context_parallel", "-rs", inprocess=True)
-    result.assert_outcomes(passed=3, skipped=12)  # eager runs; its stack and memory checks and every
-    # context_parallel test skip (10 of them, test_fidelity_holds included)
+    result.assert_outcomes(passed=3, skipped=14)  # eager runs; its stack, memory and history checks and every
+    # context_parallel test skip (11 of them, test_fidelity_holds and test_history_holds included)
     assert "run torchrun --nproc-per-node 2 -m pytest -m gpu" in result.stdout.str()
     run = json.loads((pytester.path / "reports" / "results.json").read_text())["variants"]["context_parallel"]
     assert run["status"] == "skipped" and run["timings"]["eager_samples_s"] == []

@@ -1,9 +1,10 @@
-"""The history: its store (SQLite here; the same tests against PostgreSQL in test_history_postgres.py), what it keeps
+"""The history: its store (every store test on SQLite and on a PostgreSQL server this module starts), what it keeps
 of a session, the creeping-regression verdict simulated with seeded series, the dashboard's page and the commands.
 
 The simulated series run through fluxperf.history.judge, the code test_history_holds calls; only the sessions are
-simulated, each as the variant entry a results.json holds (samples, eager's, the probe beside every call, bound,
-GPU busy). The noise model follows tests/unit/test_stats.py's, fitted to the H200 sessions in docs/results.md:
+simulated, each variant as the fluxperf.result.Result a results.json holds: its calls recorded by Timings.add, with
+the probe sample before each, as the bench records them, and the profiler's kernel time. The noise model follows
+tests/unit/test_stats.py's, fitted to the H200 sessions in docs/results.md:
 - per session the host moves by a log-sd of 0.24 and the GPU by 0.8%; a GPU-bound variant (compile: 94% busy)
   follows the GPU for its kernels and the host for the rest; a host-bound one (a cache without compile, 67% busy)
   follows the host one for one, call-to-call wobble (10%) included;
@@ -20,21 +21,28 @@ That makes the net latency's session-to-session sd 1.6% for the GPU-bound varian
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import multiprocessing
+import os
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fluxperf import history, stats
+from fluxperf import baselines, contention, history, rules, stats
 from fluxperf.history import steps as history_steps
 from fluxperf.history.record import Point
+from fluxperf.result import SCHEMA_VERSION, Call, Quality, Result, Score, Timings, from_v2
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -81,8 +89,9 @@ def utc(i: int) -> str:
     return (START + timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, full: bool = False) -> dict:
-    """One session's entry for one variant: `factor` slows the pipeline alone, `machine` the GPU (probe and all)."""
+def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, full: bool = False, name="compile"):
+    """One session of one variant, as its Result's JSON: `factor` slows the pipeline alone, `machine` the GPU (probe
+    and all)."""
     p = PIPELINES[kind]
     gpu = math.exp(rng.normal(0, SIGMA["gpu_session"])) * machine
     host = math.exp(rng.normal(0, SIGMA["host_session"]))
@@ -93,8 +102,7 @@ def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, 
         length = max(1, int(calls * rng.uniform(0.3, 1.0)))
         first = int(rng.integers(0, calls - length + 1))
         hit = range(first, first + length)
-    probe, eager_probe = {k: [] for k in PROBE_S}, {k: [] for k in PROBE_S}
-    variant_s, eager_s = [], []
+    timings = Timings("cuda")
     for call in range(calls):
         eager = call % 2 == 0
         wobble = math.exp(rng.normal(0, SIGMA["host_call"]))
@@ -103,16 +111,15 @@ def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, 
         slow_host = rng.uniform(1.3, 2.3) if slow else 1.0
         slow_call = rng.uniform(*((1.10, 1.50) if eager else (1.05, 1.35))) if slow else 1.0
         outlier = rng.uniform(1.1, 1.3) if rng.random() < 0.03 else 1.0
-        sample = eager_probe if eager else probe
-        sample["matmul_s"].append(PROBE_S["matmul_s"] * gpu * slow_gpu * math.exp(rng.normal(0, SIGMA["matmul"])))
-        sample["copy_s"].append(PROBE_S["copy_s"] * gpu * slow_gpu * math.exp(rng.normal(0, SIGMA["copy"])))
-        sample["launch_s"].append(
-            PROBE_S["launch_s"] * host * wobble * slow_host * math.exp(rng.normal(0, SIGMA["launch"]))
-        )
+        probe = {
+            "matmul_s": PROBE_S["matmul_s"] * gpu * slow_gpu * math.exp(rng.normal(0, SIGMA["matmul"])),
+            "copy_s": PROBE_S["copy_s"] * gpu * slow_gpu * math.exp(rng.normal(0, SIGMA["copy"])),
+            "launch_s": PROBE_S["launch_s"] * host * wobble * slow_host * math.exp(rng.normal(0, SIGMA["launch"])),
+        }
         if eager:
-            eager_s.append(2.2 * (host * wobble) ** 0.85 * math.exp(rng.normal(0, 0.03)) * outlier * slow_call)
+            wall = 2.2 * (host * wobble) ** 0.85 * math.exp(rng.normal(0, 0.03)) * outlier * slow_call
         elif kind == "gpu":
-            variant_s.append(
+            wall = (
                 p["seconds"]
                 * factor
                 * residual
@@ -122,7 +129,7 @@ def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, 
                 * slow_call
             )
         else:
-            variant_s.append(
+            wall = (
                 p["seconds"]
                 * factor
                 * residual
@@ -132,34 +139,22 @@ def sim_entry(rng, kind: str, factor: float, rounds: int, machine: float = 1.0, 
                 * outlier
                 * slow_call
             )
-    entry = {
-        "status": "measured",
-        "samples_s": variant_s,
-        "eager_samples_s": eager_s,
-        "probe": probe,
-        "eager_probe": eager_probe,
-        "design": "paired",
-        "bound": p["bound"],
-        "gpu_busy": p["busy"] - rng.uniform(0, 0.03),
-    }
+        timings.add(Call(eager, wall, probe, contention.Reading()))
+    # The profiler's kernel time of one call: the pipeline's GPU-busy share of its median call, up to 3% lower in a
+    # session (a disturbance only lowers it). It sets the GPU busy share and the bound the Result derives.
+    timings.kernel_s = (p["busy"] - rng.uniform(0, 0.03)) * timings.latency_s
+    result = Result(name, status="measured", timings=timings)
     if full:
-        sp = stats.speedup(eager_s, variant_s, paired=True)
-        med, iqr = stats.median_spread(variant_s)
-        entry.update(
-            timed=True,
-            latency_median_s=med,
-            latency_iqr_s=iqr,
-            n=rounds,
-            speedup={"value": sp.value, "ci_low": sp.ci_low, "ci_high": sp.ci_high, "n": sp.n, "design": "paired"},
-            peak_mem_gb=34.43 + 0.4 * (factor > 1.03) + rng.normal(0, 0.01),
-            quality={
-                "ssim": {"mean": 0.9959 + rng.normal(0, 0.0002)},
-                "psnr_db": {"mean": 39.2 + rng.normal(0, 0.2)},
-                "lpips": {"mean": 0.00044 + abs(rng.normal(0, 0.00002)), "backbone": "random"},
-            },
-            verdicts={"speedup": {"status": "PASS", "message": "within the tolerance of its baseline"}},
+        timings.peak_mem_gb = 34.43 + 0.4 * (factor > 1.03) + rng.normal(0, 0.01)
+        result.quality = Quality(
+            {
+                "ssim": Score(mean=0.9959 + rng.normal(0, 0.0002)),
+                "psnr_db": Score(mean=39.2 + rng.normal(0, 0.2)),
+                "lpips": Score(mean=0.00044 + abs(rng.normal(0, 0.00002)), backbone="random"),
+            }
         )
-    return entry
+        result.verdicts = {"speedup": {"status": "PASS", "message": "within the tolerance of its baseline"}}
+    return result.to_json()
 
 
 def sim_series(
@@ -170,9 +165,11 @@ def sim_series(
     machine_steps: dict | None = None,
     full: bool = False,
     variants=("compile",),
+    steady=(),
 ) -> list[history.SessionRecord]:
     """n sessions of one GPU and scenario, oldest first; torch's minor version moves at every step, and a baseline is
-    recorded at session 0 and two sessions after every step (rebaselines that each accept the step)."""
+    recorded at session 0 and two sessions after every step (rebaselines that each accept the step). The steps slow
+    every variant but those in `steady`."""
     records, factor, machine, minor, baseline_utc = [], 1.0, 1.0, 11, None
     recordings = {0} | {at + 2 for at in step_sizes}
     for i in range(n):
@@ -197,7 +194,10 @@ def sim_series(
             "model_source": "synthetic",
             "scenario": {"slug": "sim-512x512", "height": 512, "width": 512, "steps": 28},
             "baseline_recorded_utc": None if recording else baseline_utc,
-            "variants": {v: sim_entry(rng, kind, factor, 20 if recording else 5, machine, full) for v in variants},
+            "variants": {
+                v: sim_entry(rng, kind, 1.0 if v in steady else factor, 20 if recording else 5, machine, full, v)
+                for v in variants
+            },
         }
         records.append(
             history.SessionRecord(
@@ -244,10 +244,10 @@ def sim_rates(
             cache, seen = {}, []
             for i in range(6, SESSIONS):
                 seen.append(history.judge(series[: i + 1], tol, window, cache=cache)[0])
-            out["any_fail"] += stats.FAIL in seen
-            out["any_inconclusive"] += stats.INCONCLUSIVE in seen
-            if crossing is not None and stats.FAIL in seen[crossing - 6 :]:
-                out["delays"].append(seen[crossing - 6 :].index(stats.FAIL))
+            out["any_fail"] += rules.FAIL in seen
+            out["any_inconclusive"] += rules.INCONCLUSIVE in seen
+            if crossing is not None and rules.FAIL in seen[crossing - 6 :]:
+                out["delays"].append(seen[crossing - 6 :].index(rules.FAIL))
     if every_session:
         out["any_fail"] /= every_session
         out["any_inconclusive"] /= every_session
@@ -259,13 +259,13 @@ def sim_rates(
 
 def test_four_two_percent_steps_between_rebaselines_are_caught():
     r = sim_rates("gpu", dict(ROWS["gpu"][0][1]), trials=60, seed=11)
-    assert r["end"].get(stats.FAIL, 0) >= 0.9, r["end"]
+    assert r["end"].get(rules.FAIL, 0) >= 0.9, r["end"]
 
 
 def test_noise_alone_over_sixty_sessions_fails_at_most_one_percent_of_series():
     # Judged at every session, as the nightly would: a series false-alarms if any of its sessions FAILs.
     r = sim_rates("gpu", {}, trials=40, seed=12, every_session=40)
-    assert r["end"].get(stats.FAIL, 0) == 0, r["end"]
+    assert r["end"].get(rules.FAIL, 0) == 0, r["end"]
     assert r["any_fail"] <= 0.01, r
 
 
@@ -273,19 +273,19 @@ def test_one_five_percent_step_is_caught_and_one_two_percent_step_is_not_a_fail(
     big = sim_rates("gpu", {40: 0.05}, trials=60, seed=13)
     # Without the interval (a rise beyond the tolerance by its estimate alone) 3.5% of these series FAILed.
     small = sim_rates("gpu", {40: 0.02}, trials=150, seed=14)
-    assert big["end"].get(stats.FAIL, 0) >= 0.85, big["end"]
-    assert small["end"].get(stats.FAIL, 0) == 0, small["end"]
+    assert big["end"].get(rules.FAIL, 0) >= 0.85, big["end"]
+    assert small["end"].get(rules.FAIL, 0) == 0, small["end"]
 
 
 def test_a_machine_slowdown_the_probe_sees_is_not_a_creeping_regression():
     # From session 30 the GPU is 10% slower, probe included: net of the machine nothing changed.
     rng = np.random.default_rng(15)
     outcomes = [history.judge(points(sim_series(rng, "gpu", {}, machine_steps={30: 1.10})), 0.03)[0] for _ in range(20)]
-    assert outcomes.count(stats.FAIL) == 0, outcomes
+    assert outcomes.count(rules.FAIL) == 0, outcomes
     # Without the probe correction the same series would fail: the raw lower quartiles rose by ~10%.
     rng = np.random.default_rng(15)
     series = points(sim_series(rng, "gpu", {}, machine_steps={30: 1.10}))
-    raw = [math.log(history_steps.lower_quartile_s(p.entry)) for p in series]
+    raw = [math.log(history_steps.lower_quartile_s(p.result.timings)) for p in series]
     assert np.median(raw[35:]) - np.median(raw[:25]) > math.log1p(0.06)
 
 
@@ -299,7 +299,7 @@ def staircase():
 
 def test_the_message_names_the_first_session_after_each_step_its_commit_and_what_changed(staircase):
     status, details = history.judge(staircase, 0.03)
-    assert status == stats.FAIL, history.message(details, "compile")
+    assert status == rules.FAIL, history.message(details, "compile")
     text = history.message(details, "compile", "/srv/fluxperf/history.sqlite")
     assert details["steps"], details
     for step in details["steps"]:
@@ -328,38 +328,46 @@ def test_the_window_reaches_back_to_the_oldest_baseline_its_sessions_were_judged
     ]
     series = points(records)
     status, details = history.judge(series, 0.03, window=10)
-    assert status == stats.FAIL and details["reference"] == "baseline", history.message(details, "compile")
+    assert status == rules.FAIL and details["reference"] == "baseline", history.message(details, "compile")
     records = [dataclasses.replace(r, session={**r.session, "baseline_recorded_utc": None}) for r in records]
     status, details = history.judge(points(records), 0.03, window=10)
-    assert status == stats.PASS and details["reference"] == "window", history.message(details, "compile")
+    assert status == rules.PASS and details["reference"] == "window", history.message(details, "compile")
 
 
 def test_a_short_history_is_inconclusive_and_says_how_many_sessions_it_needs(staircase):
     status, details = history.judge(staircase[:4], 0.03)
-    assert status == stats.INCONCLUSIVE and details["reason"] == "too short"
+    assert status == rules.INCONCLUSIVE and details["reason"] == "too short"
     assert "needs 6" in history.message(details, "compile")
 
 
 def test_an_accepted_slowdown_is_compared_only_with_the_sessions_after_it(staircase):
     status, details = history.judge(staircase, 0.03, accepted_utc=staircase[49].recorded_utc)
-    assert status == stats.PASS, history.message(details, "compile")
+    assert status == rules.PASS, history.message(details, "compile")
     assert details["sessions"] == 10
 
 
 def test_a_new_level_seen_in_fewer_than_three_sessions_is_inconclusive():
     records = sim_series(np.random.default_rng(23), "gpu", {}, n=40)
     for r in records[-2:]:
-        for e in r.variants.values():
-            e["samples_s"] = [x * 1.10 for x in e["samples_s"]]
+        for name, e in r.variants.items():
+            r.variants[name] = slowed(e, 1.10)
     status, details = history.judge(points(records), 0.03)
-    assert status == stats.INCONCLUSIVE and details["reason"] == "young level", history.message(details, "compile")
+    assert status == rules.INCONCLUSIVE and details["reason"] == "young level", history.message(details, "compile")
     assert "not yet 3 sessions long" in history.message(details, "compile")
 
 
+def slowed(entry: dict, by: float) -> dict:
+    """The entry with every call of the variant `by` times slower, its derived numbers computed again."""
+    r = Result.from_json(entry)
+    t = dataclasses.replace(r.timings, samples_s=[x * by for x in r.timings.samples_s], recorded={})
+    return dataclasses.replace(r, timings=t).to_json()
+
+
 def test_a_session_without_timings_is_not_judged(staircase):
-    broken = Point("x", utc(99), "judged", None, {"status": "failed", "samples_s": []}, staircase[-1].session)
+    failed = Result("compile", status="failed", error="RuntimeError: the build ran out of memory").to_json()
+    broken = Point("x", utc(99), "judged", None, failed, staircase[-1].session)
     status, details = history.judge(staircase + [broken], 0.03)
-    assert status == stats.INCONCLUSIVE and details["reason"] == "latest unusable"
+    assert status == rules.INCONCLUSIVE and details["reason"] == "latest unusable"
 
 
 def test_segmentation_finds_a_clean_step_exactly():
@@ -392,34 +400,28 @@ RECORDED_VERDICTS = {
 
 
 def recorded_results() -> list[dict]:
-    """The two H200 sessions of 2026-12-02 kept in tests/data (judged against the shipped baseline), as results.json
-    dicts: their timings as measured, their verdicts as docs/results.md reports them under today's rule;
-    environment, scenario and baseline as the shipped baseline has them (their own commit wasn't kept). Their time of
-    day wasn't kept either: 23:58 and 23:59 only keep their order (slow, then judge)."""
-    base = json.loads(SHIPPED.read_text())
+    """The two H200 sessions of 2026-12-02 kept in tests/data (judged against the shipped baseline), as the results
+    documents report.document writes: their timings as measured (schema-2 entries there, read by result.from_v2),
+    their verdicts as docs/results.md reports them under today's rule; environment, scenario and baseline as the
+    shipped baseline has them (their own commit wasn't kept). Their time of day wasn't kept either: 23:58 and 23:59
+    only keep their order (slow, then judge)."""
+    base = baselines.load(SHIPPED)
     recorded = json.loads((DATA / "h200_sessions.json").read_text())
     out = []
     for minute, name in ((58, "slow"), (59, "judge")):
         env = {**base["environment"], "commit": None}
         variants = {}
-        for variant, timings in recorded["sessions"][name].items():
-            med, iqr = stats.median_spread(timings["samples_s"])
-            variants[variant] = {
-                **timings,
-                "status": "measured",
-                "timed": True,
-                "latency_median_s": med,
-                "latency_iqr_s": iqr,
-                "n": len(timings["samples_s"]),
-                "peak_mem_gb": base["variants"][variant]["peak_mem_gb"],
-                "quality": {},
-                "verdicts": {
-                    check: {"status": status, "message": f"{text} (docs/results.md, session '{name}', replayed)"}
-                    for check, (status, text) in RECORDED_VERDICTS[name, variant].items()
-                },
+        for variant, entry in recorded["sessions"][name].items():
+            result = Result.from_json(from_v2(entry, variant))
+            result.timings.peak_mem_gb = base["variants"][variant]["timings"]["peak_mem_gb"]
+            result.verdicts = {
+                check: {"status": status, "message": f"{text} (docs/results.md, session '{name}', replayed)"}
+                for check, (status, text) in RECORDED_VERDICTS[name, variant].items()
             }
+            variants[variant] = result.to_json()
         out.append(
             {
+                "schema_version": SCHEMA_VERSION,
                 "generated_utc": f"2026-12-02T23:{minute}:00Z",
                 "model_source": "synthetic",
                 "scenario": {**base["key"], "slug": SHIPPED.stem, "device": "cuda"},
@@ -434,6 +436,27 @@ def recorded_results() -> list[dict]:
     return out
 
 
+def unversioned_results() -> dict:
+    """The 'judge' session as a results.json written before results had a schema version: each measured variant
+    with the schema-2 baseline entry it would write (`baseline_entry`) beside its status and verdicts (and numbers
+    under that layout's own names, which the history doesn't read), and a variant that failed to build."""
+    doc = recorded_results()[1]
+    recorded = json.loads((DATA / "h200_sessions.json").read_text())["sessions"]["judge"]
+    variants = {
+        name: {
+            "status": "measured",
+            "error": None,
+            "verdicts": doc["variants"][name]["verdicts"],
+            "samples_s": entry["samples_s"],
+            "n": len(entry["samples_s"]),
+            "baseline_entry": entry,
+        }
+        for name, entry in recorded.items()
+    }
+    variants["fp8"] = {"status": "failed", "error": "RuntimeError: no fp8 kernels", "baseline_entry": None}
+    return {**{k: v for k, v in doc.items() if k != "schema_version"}, "variants": variants}
+
+
 def test_session_record_keeps_each_variant_entry_as_results_json_has_it():
     results = recorded_results()[1]
     record = history.session_record(results, "judged", label="nightly")
@@ -445,24 +468,64 @@ def test_session_record_keeps_each_variant_entry_as_results_json_has_it():
     )
     assert record.recorded_utc == results["generated_utc"] and record.commit is None
     assert record.variants == results["variants"] and "variants" not in record.session
+    assert record.result_schema == SCHEMA_VERSION
     assert record.session["baseline_recorded_utc"] == "2026-12-02T06:06:07Z"
     assert history.session_record(results, "judged").id == record.id  # the same results: the same session
     with pytest.raises(ValueError, match="kind must be one of"):
         history.session_record(results, "nightly")
     with pytest.raises(history.HistoryError, match="'environment.gpu_slug' is missing"):
         history.session_record({**results, "environment": {}}, "judged")
+    with pytest.raises(history.HistoryError, match="field 'schema_version': 99 is not one this fluxperf reads"):
+        history.session_record({**results, "schema_version": 99}, "judged")
 
 
-def test_a_baseline_file_becomes_the_recording_session_that_wrote_it():
+def test_a_results_json_from_before_the_schema_is_read_through_its_baseline_entries(tmp_path):
+    old = unversioned_results()
+    record = history.session_record(old, "judged")
+    assert record.result_schema == SCHEMA_VERSION
+    for name in ("eager", "compile", "pruna_cache_compile"):
+        r = Result.from_json(record.variants[name])
+        v2 = old["variants"][name]["baseline_entry"]
+        assert r.name == name and r.status == "measured" and r.verdicts == old["variants"][name]["verdicts"]
+        assert r.timings.samples_s == v2["samples_s"] and r.timings.probe == v2["probe"]
+        assert (r.timings.bound, r.timings.gpu_busy, r.timings.speedup().value) == (
+            v2["bound"],
+            v2["gpu_busy"],
+            v2["speedup"],
+        )
+    assert record.variants["fp8"] == {"name": "fp8", "status": "failed", "error": "RuntimeError: no fp8 kernels"}
+    # The same measurement in today's results.json is the same samples: stored once.
+    with history.open_store(tmp_path / "h.sqlite") as store:
+        assert store.append(record) == 4
+        assert store.append(history.session_record(recorded_results()[1], "judged")) == 0
+        series = store.series("nvidia-h200", SHIPPED.stem, "compile")
+        assert history_steps.usable(series[0].result.timings)
+
+
+def test_a_baseline_file_becomes_the_recording_session_that_wrote_it(tmp_path):
     record = history.load_file(SHIPPED)
     base = json.loads(SHIPPED.read_text())
+    assert base["schema_version"] == 2  # the shipped file; the same baseline in schema 3 below
     assert (record.kind, record.gpu_slug, record.scenario) == ("recording", "nvidia-h200", SHIPPED.stem)
     assert record.recorded_utc == base["recorded_utc"] and record.commit == base["commit"]
-    compile_entry = record.variants["compile"]
-    assert compile_entry["samples_s"] == base["variants"]["compile"]["samples_s"]
-    assert compile_entry["speedup"]["value"] == base["variants"]["compile"]["speedup"]
-    assert compile_entry["quality"]["ssim"]["mean"] == base["variants"]["compile"]["quality"]["ssim_mean"]
-    assert history_steps.usable(compile_entry)
+    compile_v2 = base["variants"]["compile"]
+    r = Result.from_json(record.variants["compile"])
+    assert r.name == "compile" and r.status == "measured"
+    assert r.timings.samples_s == compile_v2["samples_s"] and r.timings.eager_probe == compile_v2["eager_probe"]
+    assert r.timings.speedup().value == compile_v2["speedup"]
+    assert r.quality.scores["ssim"].mean == compile_v2["quality"]["ssim_mean"]
+    assert r.quality.scores["lpips"].backbone == "random"
+    assert record.variants["compile"]["tolerance"] == compile_v2["tolerance"]  # kept beside the Result
+    assert history_steps.usable(r.timings)
+    # Rewritten in schema 3, the baseline is the same measurement: its entries read the same, and it is stored once.
+    v3 = tmp_path / "nvidia-h200" / SHIPPED.name
+    v3.parent.mkdir()
+    v3.write_text(baselines.dumps(baselines.load(SHIPPED)))
+    again = history.load_file(v3)
+    assert again.variants == record.variants and again.session["environment"] == record.session["environment"]
+    with history.open_store(tmp_path / "h.sqlite") as store:
+        assert store.append(record) == 3
+        assert store.append(again) == 0
 
 
 def test_load_file_refuses_what_it_cannot_read(tmp_path):
@@ -477,13 +540,104 @@ def test_load_file_refuses_what_it_cannot_read(tmp_path):
         history.load_file(DATA / "baseline_unknown_schema.json")
 
 
-# ----- the store: the same tests for every backend (test_history_postgres.py overrides `history_at`) ------------------
+def test_the_recorded_shared_cpu_session_rises_net_of_the_probe_as_the_speed_rule_has_it():
+    """Real timings (tests/data/cpu_shared_session.json, schema-2 entries): the tiny model's twin variant recorded on a
+    quiet CPU, then rerun while two other processes kept both cores busy; it ran 2.2x slower (lower quartiles)
+    while the host probe's median moved -4%. The history's net latency moves by what the speed rule computes for
+    the pair (stats.own_change, host-bound)."""
+    data = json.loads((DATA / "cpu_shared_session.json").read_text())
+    base, now = (Result.from_json(from_v2(data[k], "twin")).timings for k in ("baseline", "session"))
+    net = history.net_latencies([base, now])
+    own = stats.own_change(now, base, stats.machine_change(now.all_probe, base.all_probe))
+    assert base.bound == now.bound == "host"
+    assert net[1] - net[0] == pytest.approx(own.value, abs=1e-12)
+    assert net[1] - net[0] > math.log(2.0)
 
 
-@pytest.fixture
-def history_at(tmp_path):
-    """A place for a new, empty history: here an SQLite file that doesn't exist yet."""
-    return str(tmp_path / "sub" / "history.sqlite")
+# ----- the store: every test on each backend (the `history_at` fixture's params) --------------------------------------
+
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """A PostgreSQL server on a unix socket in a temporary folder; yields the URL of its `postgres` database.
+
+    Skipped, with the reason, where its server binaries (Debian: apt-get install postgresql) or psycopg (pip install
+    'psycopg[binary]') are missing. PostgreSQL refuses to run as root: run as root, the server runs as the
+    `postgres` system user the package creates."""
+    pytest.importorskip("psycopg", reason="psycopg missing: pip install 'psycopg[binary]'")
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    prefix = []
+    root = tempfile.mkdtemp(prefix="fluxperf-pg-")
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            pytest.skip(
+                "running as root and there is no `postgres` user to run the server as (PostgreSQL refuses "
+                "root): run as another user, or apt-get install postgresql"
+            )
+        os.chmod(root, 0o755)
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(root, "data"), _free_port()
+    log = os.path.join(root, "server.log")
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        options = f"-k {root} -p {port} -c listen_addresses='' -c fsync=off"
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        text = Path(log).read_text() if os.path.exists(log) else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"PostgreSQL didn't start: {exc}\n{getattr(exc, 'stderr', b'')!r}\n{text}")
+    try:
+        yield f"postgresql://postgres@/postgres?host={root}&port={port}"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_at(request, tmp_path):
+    """A place for a new, empty history: an SQLite file that doesn't exist yet, or a new database on the module's
+    PostgreSQL server, dropped after the test."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "sub" / "history.sqlite")
+        return
+    server = request.getfixturevalue("postgres_server")
+    import psycopg
+
+    name = f"history_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield server.replace("/postgres?", f"/{name}?")
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -491,6 +645,12 @@ def raw_sql(history_at):
     """Runs one statement on the history's database behind the store's back; returns the rows of a query."""
 
     def run(sql: str) -> list[tuple]:
+        if history.is_url(history_at):
+            import psycopg
+
+            with psycopg.connect(history_at, autocommit=True) as conn:
+                cursor = conn.execute(sql)
+                return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
         Path(history_at).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(history_at)
         try:
@@ -508,6 +668,16 @@ def _records(n: int = 3, seed: int = 31) -> list[history.SessionRecord]:
     return sim_series(np.random.default_rng(seed), "gpu", {}, n=n, variants=("compile", "pruna_cache_compile"))
 
 
+def test_a_new_history_has_the_schemas_tables_and_version(history_at, raw_sql):
+    history.open_store(history_at).close()
+    if history.is_url(history_at):
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    assert {r[0] for r in raw_sql(query)} == set(history.store.TABLES)
+    assert raw_sql("SELECT value FROM fluxperf_meta WHERE name = 'schema_version'") == [(str(history.SCHEMA_VERSION),)]
+
+
 def test_appended_sessions_come_back_as_series_in_time_order(history_at):
     records = _records()
     with history.open_store(history_at) as store:
@@ -521,6 +691,7 @@ def test_appended_sessions_come_back_as_series_in_time_order(history_at):
         series = store.series("sim-gpu", "sim-512x512", "compile")
         assert [p.session_id for p in series] == [r.id for r in records]
         assert [p.entry for p in series] == [r.variants["compile"] for r in records]
+        assert series[0].result.timings.samples_s == Result.from_json(records[0].variants["compile"]).timings.samples_s
         assert series[1].environment == records[1].session["environment"] and series[1].kind == records[1].kind
         assert [p.session_id for p in store.series("sim-gpu", "sim-512x512", "compile", before_utc=utc(2))] == [
             r.id for r in records[:2]
@@ -544,7 +715,8 @@ def test_the_same_session_or_the_same_samples_are_stored_once(history_at):
 def test_an_append_is_one_transaction(history_at):
     record = _records(1)[0]
     bad = dict(record.variants)
-    bad["pruna_cache_compile"] = {**bad["pruna_cache_compile"], "peak_mem_gb": math.nan}
+    entry = bad["pruna_cache_compile"]
+    bad["pruna_cache_compile"] = {**entry, "timings": {**entry["timings"], "peak_mem_gb": math.nan}}
     broken = dataclasses.replace(record, variants=bad)
     with history.open_store(history_at) as store:
         with pytest.raises(history.HistoryError, match="appending session"):
@@ -563,6 +735,54 @@ def test_a_newer_schema_is_refused_naming_the_history_and_its_rows_stay(history_
     with pytest.raises(history.HistoryError):
         history.open_store(history_at, create=False)
     assert raw_sql("SELECT COUNT(*) FROM results") == [(2,)]
+
+
+def test_a_session_of_a_newer_result_schema_is_refused_naming_it(history_at, raw_sql):
+    record = _records(1)[0]
+    with history.open_store(history_at) as store:
+        store.append(record)
+    raw_sql(f"UPDATE sessions SET result_schema = {SCHEMA_VERSION + 1}")
+    with history.open_store(history_at, create=False) as store:
+        with pytest.raises(history.HistoryError, match=f"holds results of schema version {SCHEMA_VERSION + 1}") as err:
+            store.series("sim-gpu", "sim-512x512", "compile")
+    assert history.display(history_at) in str(err.value) and record.recorded_utc in str(err.value)
+
+
+def test_a_history_of_schema_1_is_read_and_gains_the_result_schema_when_written(history_at, raw_sql):
+    """Store schema 1 kept each variant in the layout of a results.json from before results had a version (a
+    baseline's entries too): such a history is read through their baseline entries, its rows never rewritten."""
+    old = unversioned_results()
+    with history.open_store(history_at) as store:
+        store.append(history.session_record(recorded_results()[1], "judged"))
+    # The same session as schema 1 stored it: no result_schema column, each entry in the old layout.
+    raw_sql("ALTER TABLE sessions DROP COLUMN result_schema")
+    raw_sql("UPDATE fluxperf_meta SET value = '1' WHERE name = 'schema_version'")
+    for name, entry in old["variants"].items():
+        text = json.dumps(entry, sort_keys=True).replace("'", "''")
+        raw_sql(f"UPDATE results SET entry_json = '{text}' WHERE variant = '{name}'")
+    stored = raw_sql("SELECT variant, entry_json FROM results ORDER BY variant")
+
+    def check(store):
+        series = store.series("nvidia-h200", SHIPPED.stem, "compile")
+        r = series[0].result
+        assert r.timings.samples_s == old["variants"]["compile"]["baseline_entry"]["samples_s"]
+        assert r.verdicts == old["variants"]["compile"]["verdicts"] and history_steps.usable(r.timings)
+
+    with history.open_store(history_at, create=False) as store:  # read: as it is
+        check(store)
+    assert raw_sql("SELECT value FROM fluxperf_meta WHERE name = 'schema_version'") == [("1",)]
+    with history.open_store(history_at) as store:  # written: the column added, the old sessions marked
+        check(store)
+        assert store.append(history.load_file(SHIPPED)) == 3
+    assert raw_sql("SELECT value FROM fluxperf_meta WHERE name = 'schema_version'") == [(str(history.SCHEMA_VERSION),)]
+    assert sorted(raw_sql("SELECT result_schema FROM sessions")) == [(0,), (SCHEMA_VERSION,)]
+    assert (
+        raw_sql(
+            "SELECT variant, entry_json FROM results WHERE session_id IN (SELECT id FROM sessions "
+            "WHERE result_schema = 0) ORDER BY variant"
+        )
+        == stored
+    )
 
 
 def test_a_database_of_something_else_is_refused(history_at, raw_sql):
@@ -655,11 +875,9 @@ def step_history(path, seed: int = 41) -> list[history.SessionRecord]:
     """A history of 40 sessions, two variants, with one +6% step of compile at session 24 (torch 2.11 → 2.12 there),
     a rebaseline at session 26, and the two recorded H200 sessions beside it: what the browser test opens."""
     rng = np.random.default_rng(seed)
-    records = sim_series(rng, "gpu", {24: 0.06}, n=40, full=True, variants=("compile", "pruna_cache_compile"))
-    for r in records:  # pruna_cache_compile doesn't step: only compile's code changed
-        e = r.variants["pruna_cache_compile"]
-        if r.recorded_utc >= utc(24):
-            e["samples_s"] = [x / 1.06 for x in e["samples_s"]]
+    # pruna_cache_compile doesn't step: only compile's code changed.
+    variants = ("compile", "pruna_cache_compile")
+    records = sim_series(rng, "gpu", {24: 0.06}, n=40, full=True, variants=variants, steady=variants[1:])
     with history.open_store(path) as store:
         for r in records:
             store.append(r)
@@ -702,11 +920,17 @@ def test_import_loads_results_and_baselines_once_and_html_writes_the_site(tmp_pa
     out = capsys.readouterr().out
     assert "3 session(s) added" in out and "judged" in out and "recording" in out
     (tmp_path / "benchmark.json").write_text('{"benchmarks": []}')  # pytest-benchmark's, in a folder: skipped
+    damaged = tmp_path / "old" / "baseline_nan.json"  # a damaged baseline in a folder: skipped, saying why
+    damaged.parent.mkdir()
+    damaged.write_text((DATA / "baseline_nan.json").read_text())
     assert main(["history", "import", f"--history={where}", str(SHIPPED), str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "0 session(s) added" in out and f"skipped {tmp_path / 'benchmark.json'}: neither" in out
-    assert main(["history", "import", f"--history={where}", str(tmp_path / "benchmark.json")]) == 2
-    assert "neither a fluxperf results.json nor a baseline file" in capsys.readouterr().err
+    assert f"skipped baseline {damaged}: field 'variants.compile.speedup': nan is not allowed" in out
+    for named in (tmp_path / "benchmark.json", damaged):  # named, either is an error
+        assert main(["history", "import", f"--history={where}", str(named)]) == 2
+    err = capsys.readouterr().err
+    assert "neither a fluxperf results.json nor a baseline file" in err and "nan is not allowed" in err
     assert main(["history", "html", f"--history={where}", str(tmp_path / "site")]) == 0
     assert (tmp_path / "site" / "index.html").exists()
     assert (
@@ -753,8 +977,8 @@ def _table(trials: int, every_session: int, seed: int) -> None:
             rise = f"{math.expm1(float(np.median(r['rises']))):+.1%}" if r["rises"] else "–"
             delay = f"{np.median(r['delays']):.0f}" if r["delays"] else "–"
             print(
-                f"| {kind}-bound ({PIPELINES[kind]['tolerance']:.0%}) | {label} | {r['end'].get(stats.FAIL, 0):.1%} "
-                f"| {r['end'].get(stats.INCONCLUSIVE, 0):.1%} | {rise} | {r['any_fail']:.1%} "
+                f"| {kind}-bound ({PIPELINES[kind]['tolerance']:.0%}) | {label} | {r['end'].get(rules.FAIL, 0):.1%} "
+                f"| {r['end'].get(rules.INCONCLUSIVE, 0):.1%} | {rise} | {r['any_fail']:.1%} "
                 f"| {r['any_inconclusive']:.1%} | {delay} |",
                 flush=True,
             )

@@ -24,12 +24,16 @@ PIN = re.compile(
 )
 
 
-def _project() -> dict:
+def _project_toml() -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10, where pytest itself depends on tomli
         tomllib = pytest.importorskip("tomli", reason="Python 3.10 without tomli: pip install tomli")
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _project() -> dict:
+    return _project_toml()["project"]
 
 
 def _linux(python: str) -> dict:
@@ -161,3 +165,11 @@ def test_an_upper_bound_on_a_base_dependency_is_found():
     assert _forces_a_version(Requirement("transformers>=4.46,<5.25")) == ["<5.25"]
     assert _forces_a_version(Requirement("torch==2.14.1")) == ["==2.14.1"]
     assert _forces_a_version(Requirement("diffusers>=0.35")) == []
+
+
+def test_every_package_of_fluxperf_is_installed():
+    # setuptools installs the packages pyproject.toml lists, no more: one left out works in the editable checkout
+    # and is missing from `pip install fluxperf`.
+    listed = set(_project_toml()["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "fluxperf").rglob("__init__.py")}
+    assert on_disk == listed, f"pyproject.toml's [tool.setuptools] packages: add {sorted(on_disk - listed)}"

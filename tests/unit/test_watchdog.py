@@ -59,3 +59,23 @@ def test_a_long_step_says_it_is_still_running_and_what_is_known():
     assert not any("building compile: still running" in b for b in lines[:warmup_done]), lines
     time.sleep(0.25)
     assert not [t for t in threading.enumerate() if t.name == "fluxperf-heartbeat"], "a heartbeat outlived its step"
+
+
+def test_a_limit_that_fires_inside_torch_compile_is_found_behind_its_wrappers():
+    """On an H100 the limit fired mid-compile and arrived as inductor's BackendCompilerFailed; the variant must still
+    fail with the phase and the time, not a traceback."""
+    inner = watchdog.PhaseTimeout("compile's build and warm-up call", 30, 30.4, "--fluxperf-build-timeout")
+
+    class BackendCompilerFailed(Exception):  # as torch._dynamo.exc's: the original kept in inner_exception
+        def __init__(self, inner):
+            self.inner_exception = inner
+
+    try:
+        try:
+            raise inner
+        except watchdog.PhaseTimeout as exc:
+            raise RuntimeError("InductorError") from exc
+    except RuntimeError as wrapped:
+        assert watchdog.timeout_in(wrapped) is inner
+    assert watchdog.timeout_in(BackendCompilerFailed(inner)) is inner
+    assert watchdog.timeout_in(RuntimeError("something else")) is None
