@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from fluxperf import envcheck
+from tests.unit.test_lock import linux_markers
 
 # pip check's output format, with the conflict a second pip invocation made on 2026-12-06 (transformers 5.25.0 beside
 # the huggingface_hub 1.33.0 pruna's requirements chose) and pruna's expected findings (shortened: it has ~20 more).
@@ -28,22 +29,6 @@ numpy==2.4.6 ; python_full_version >= '3.11' and platform_machine == 'x86_64' an
 torch==2.14.1 ; platform_machine == 'x86_64' and sys_platform == 'linux'
 huggingface-hub==1.33.0 ; platform_machine == 'x86_64' and sys_platform == 'linux'
 """
-
-
-def _linux(python: str) -> dict:
-    return {
-        "python_version": python.rsplit(".", 1)[0],
-        "python_full_version": python,
-        "sys_platform": "linux",
-        "platform_machine": "x86_64",
-        "platform_system": "Linux",
-        "os_name": "posix",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "platform_release": "",
-        "platform_version": "",
-        "implementation_version": python,
-    }
 
 
 def test_pip_check_names_the_pair_and_ignores_only_prunas_own_requirements():
@@ -69,7 +54,7 @@ def test_an_environment_built_from_the_lock_passes(lock, python, numpy):
         "huggingface-hub": ("huggingface_hub", "1.33.0"),
         "fluxperf": ("fluxperf", "0.1.0"),
     }
-    assert envcheck.lock_problems(lock, installed, _linux(python)) == []
+    assert envcheck.lock_problems(lock, installed, linux_markers(python)) == []
 
 
 @pytest.mark.parametrize(
@@ -89,11 +74,16 @@ def test_a_version_the_lock_does_not_pin_is_named(lock, extra, expected):
         "huggingface-hub": ("huggingface_hub", "1.33.0"),
     }
     installed[extra[0]] = extra
-    assert envcheck.lock_problems(lock, installed, _linux("3.11.7")) == [expected.format(lock=lock)]
+    assert envcheck.lock_problems(lock, installed, linux_markers("3.11.7")) == [expected.format(lock=lock)]
 
 
 def test_a_lock_for_another_platform_says_so_once(lock):
-    mac = {**_linux("3.11.7"), "sys_platform": "darwin", "platform_machine": "arm64", "platform_system": "Darwin"}
+    mac = {
+        **linux_markers("3.11.7"),
+        "sys_platform": "darwin",
+        "platform_machine": "arm64",
+        "platform_system": "Darwin",
+    }
     (problem,) = envcheck.lock_problems(lock, {"torch": ("torch", "2.14.1")}, mac)
     assert "pins nothing for this machine" in problem and "make venv LOCK=" in problem
 

@@ -36,7 +36,7 @@ def _project() -> dict:
     return _project_toml()["project"]
 
 
-def _linux(python: str) -> dict:
+def linux_markers(python: str) -> dict:
     """The marker environment of CPython `python` on Linux x86_64, wherever the test runs."""
     return {
         **default_environment(),
@@ -87,7 +87,7 @@ def _wanted(project: dict, environment: dict) -> list[Requirement]:
 
 
 def _disagreements(project: dict, lock_text: str, python: str) -> list[str]:
-    environment = _linux(python)
+    environment = linux_markers(python)
     pins = _pins(lock_text, environment)
     problems = []
     for requirement in _wanted(project, environment):
@@ -107,7 +107,9 @@ def test_the_lock_holds_exact_pins_only():
 
 @pytest.mark.parametrize("python", PYTHONS)
 def test_each_package_is_pinned_once_per_python(python):
-    twice = {name: versions for name, versions in _pins(LOCK.read_text(), _linux(python)).items() if len(versions) > 1}
+    twice = {
+        name: versions for name, versions in _pins(LOCK.read_text(), linux_markers(python)).items() if len(versions) > 1
+    }
     assert not twice, f"{LOCK.name} pins these more than once for Python {python}: {twice}"
 
 
@@ -139,7 +141,7 @@ def test_the_lock_pins_the_pruna_the_makefile_and_the_skip_message_install():
 
     pin = _makefile_pruna()
     for python in PYTHONS:
-        assert _pins(LOCK.read_text(), _linux(python))["pruna"] == [pin.partition("==")[2]], python
+        assert _pins(LOCK.read_text(), linux_markers(python))["pruna"] == [pin.partition("==")[2]], python
     assert f"--no-deps {pin}" in INSTALL
 
 
