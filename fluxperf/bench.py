@@ -48,7 +48,7 @@ class Live:
         timings, images = self.bench.timer.rounds(
             {True: self.eager_pipe, False: self.pipe}, items, protocol.paired(start, k, len(items)), self.result.name
         )
-        for item, image in images.items():
+        for item, image in judged(images, self.bench.scenario).items():
             self.result.timed_images.setdefault(item, image)
         return timings
 
@@ -121,9 +121,10 @@ class Bench:
         return pipelines.render(pipe, self.scenario, item[0], self._latents[item[1]], self._text_tokens)
 
     def render_all(self, pipe, who: str, what: str) -> torch.Tensor:
-        """Every prompt and seed, each call under the call limit, as uint8 images."""
-        with self.progress.step(f"rendering {len(self.scenario.items)} {what}"):
-            return torch.cat([pipelines.to_u8(self.limited_render(pipe, it, who)) for it in self.scenario.items])
+        """Every item judged for quality (scenario.quality_items), each call under the call limit, as uint8 images."""
+        items = self.scenario.quality_items
+        with self.progress.step(f"rendering {len(items)} {what}"):
+            return torch.cat([pipelines.to_u8(self.limited_render(pipe, it, who)) for it in items])
 
     def limited_render(self, pipe, item, who: str) -> torch.Tensor:
         with self.call_limit(f"a call of {who} (prompt {item[0]}, seed {item[1]})"):
@@ -134,7 +135,7 @@ class Bench:
         return watchdog.limit(self.settings.call_timeout_s, what, "--fluxperf-call-timeout")
 
     def reference(self) -> torch.Tensor:
-        """Eager's images for every prompt and seed: from the disk cache, or rendered once and cached."""
+        """Eager's images for every item judged for quality: from the disk cache, or rendered once and cached."""
         if self.reference_images is None:
             path = reference_cache(self.settings.cache_dir, self.baseline_key(), self.env, self.scenario.slug)
             if path.exists():
@@ -243,17 +244,20 @@ class _Measurement:
 
     def time(self, pipes: dict, plan, warmup: bool = False) -> None:
         _, images = self.bench.timer.rounds(pipes, self.items, plan, self.name, warmup, into=self.result.timings)
-        self.result.timed_images.update(images)
+        self.result.timed_images.update(judged(images, self.bench.scenario))
 
     def finish(self, reference) -> None:
         b, result, pipe, first = self.bench, self.result, self.live.pipe, self.items[0]
+        judged_items = b.scenario.quality_items
         result.timings.kernel_s = timing.kernel_seconds(lambda: b.render(pipe, first), b.device)
         result.timings.work = roofline.count(lambda: b.render(pipe, first), pipe, b.scenario.steps)
         if self.name == "eager":
-            b.determinism = quality.determinism(b.reference(), result.timed_images, self.items, DETERMINISM_MIN_PSNR_DB)
+            b.determinism = quality.determinism(
+                b.reference(), result.timed_images, judged_items, DETERMINISM_MIN_PSNR_DB
+            )
             return
         result.images = b.render_all(pipe, self.name, "images for quality")
-        result.quality.scores, result.quality.errors = b.scorer.score(reference, result.images, self.items)
+        result.quality.scores, result.quality.errors = b.scorer.score(reference, result.images, judged_items)
         if self.variant.lossless:
             result.quality.fidelity = self.fidelity(pipe)
 
@@ -308,6 +312,11 @@ class _InPlace(_Measurement):
             self.time({False: self.live.pipe}, protocol.block(0, warmup, n, eager=False), warmup=True)
             self.time({False: self.live.pipe}, protocol.block(0, k, n, eager=False))
         self.finish(reference)
+
+
+def judged(images: dict, scenario) -> dict:
+    """The timed images of the items judged for quality: only those have a reference and a rendered image to match."""
+    return {item: image for item, image in images.items() if item in scenario.quality_items}
 
 
 def close(pipe) -> None:

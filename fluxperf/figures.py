@@ -87,7 +87,7 @@ def save_pair(ref_u8, img_u8, path: Path, caption: str) -> None:
 
 def image_grid(result, reference, scenario, path: Path, count: int) -> None:
     """Eager beside the variant for the first prompts, metrics under each pair."""
-    items, scores = scenario.items, result.quality.scores
+    items, scores = scenario.quality_items, result.quality.scores
     count = min(count, len(items))
     fig, axes = _pyplot().subplots(count, 2, figsize=(5.2, 2.9 * count), squeeze=False)
     for i in range(count):
@@ -112,8 +112,8 @@ def write_images(report_dir: Path, scenario, result, reference, count: int) -> s
     if result.images is None or not result.quality.scores:
         return None
     image_grid(result, reference, scenario, Path(report_dir) / grid_name(result.name), count)
-    worst = scenario.items.index(tuple(result.quality.scores[WORST_BY].worst_item))
-    p, seed = scenario.items[worst]
+    worst = scenario.quality_items.index(tuple(result.quality.scores[WORST_BY].worst_item))
+    p, seed = scenario.quality_items[worst]
     path = Path(report_dir) / "pairs" / f"{result.name}-p{p}-s{seed}.png"
     save_pair(reference[worst], result.images[worst], path, f"eager | {result.name}  (prompt {p}, seed {seed})")
     return str(path)

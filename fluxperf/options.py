@@ -152,6 +152,13 @@ def _scenario_options(add) -> None:
     add("guidance", type=_number, default=3.5, help="guidance scale (default 3.5)")
     add("prompts", default=None, help="prompt file, one per line (default: the shipped set)")
     add("num-prompts", type=_at_least(1), default=None, help="use only the first N prompts")
+    add(
+        "quality-prompts",
+        type=_at_least(1),
+        default=None,
+        help="render and judge images for quality on only the first N prompts (x seeds); timed rounds still "
+        "cycle through every prompt (default: all)",
+    )
     add("seeds", type=_seeds, default=(0,), help="comma-separated seeds (default 0)")
     add(
         "dtype",
@@ -301,6 +308,14 @@ def _prompts(opt) -> tuple[str, ...]:
     return prompts
 
 
+def _quality_prompts(opt, prompts: tuple[str, ...]) -> int | None:
+    n = opt("quality_prompts")
+    if n is not None and n > len(prompts):
+        raise usage("quality-prompts", f"{n} is more than the session's {len(prompts)} prompts")
+    # All of them is the default: the same images judged, so the same scenario key and baseline file.
+    return None if n == len(prompts) else n
+
+
 def _variants(opt) -> tuple[list[str], list[str]]:
     """(every registered variant, the chosen ones with eager first)."""
     try:
@@ -343,6 +358,7 @@ def resolve(config, worker: str | None = None) -> Settings:
     if opt("max_rounds") < opt("rounds"):
         raise usage("max-rounds", f"{opt('max_rounds')} must be at least --fluxperf-rounds ({opt('rounds')})")
     prompts = _prompts(opt)
+    quality_prompts = _quality_prompts(opt, prompts)
     available, chosen = _variants(opt)
     params = _params(opt, chosen)
     floors = _floors(opt, available)
@@ -354,6 +370,7 @@ def resolve(config, worker: str | None = None) -> Settings:
         prompts=prompts,
         dtype=dtype,
         device=device,
+        quality_prompts=quality_prompts,
         **as_given("revision", "height", "width", "steps", "guidance", "seeds"),
     )
     return Settings(
@@ -404,6 +421,8 @@ def rebaseline_command(opt, model: str, dtype: str) -> str:
         parts.append(f"--fluxperf-prompts={Path(opt('prompts')).resolve()}")
     if opt("num_prompts") is not None:
         parts.append(f"--fluxperf-num-prompts={opt('num_prompts')}")
+    if opt("quality_prompts") is not None:
+        parts.append(f"--fluxperf-quality-prompts={opt('quality_prompts')}")
     if opt("baseline_dir"):
         parts.append(f"--fluxperf-baseline-dir={Path(opt('baseline_dir')).resolve()}")
     if opt("variants"):

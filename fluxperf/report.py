@@ -318,6 +318,13 @@ def quality_rows(doc: dict) -> list[list[str]]:
     return _rows(doc, _quality_row)
 
 
+def judged_note(num_prompts: int, quality_prompts: int | None) -> str:
+    """Said beside the prompt count when --fluxperf-quality-prompts judges fewer images than are timed."""
+    if quality_prompts is None:
+        return ""
+    return f"; quality judged on the first {quality_prompts} of {num_prompts} prompts"
+
+
 def header_lines(doc: dict) -> list[str]:
     env, sc, model = doc["environment"], doc["scenario"], doc["model_source"]
     shared = shared_line(doc)
@@ -327,7 +334,8 @@ def header_lines(doc: dict) -> list[str]:
         f"gpu: {env['gpu']} (driver {env['driver'] or 'n/a'}, CUDA {env['cuda'] or 'n/a'}); "
         f"host CPU: {env['host_cpu']}",
         f"scenario: {sc['height']}x{sc['width']}, {sc['steps']} steps, guidance {sc['guidance']}, {sc['dtype']}, "
-        f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds [{sc['slug']}]",
+        f"{sc['num_prompts']} prompts x {len(sc['seeds'])} seeds"
+        f"{judged_note(sc['num_prompts'], sc.get('quality_prompts'))} [{sc['slug']}]",
         f"baseline: {doc['baseline_file'] or 'not looked up'}{'' if doc['baseline_found'] else ' (none)'}",
     ]
     if doc.get("workers"):

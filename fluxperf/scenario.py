@@ -38,6 +38,9 @@ class Scenario:
     seeds: tuple[int, ...] = (0,)
     dtype: str = "bfloat16"
     device: str = "cpu"
+    # Only the first N prompts (with every seed) are rendered and judged for quality; None: all of them. Rendering
+    # 56 prompts for every variant was most of a night (docs/stacks.md); timed rounds still cycle through all.
+    quality_prompts: int | None = None
 
     def __post_init__(self):
         # Library-level checks; the plugin turns these into usage errors naming the option.
@@ -51,11 +54,19 @@ class Scenario:
             raise ValueError("the prompt set is empty")
         if not self.seeds:
             raise ValueError("no seeds given")
+        if self.quality_prompts is not None and not 1 <= self.quality_prompts <= len(self.prompts):
+            raise ValueError(f"quality_prompts {self.quality_prompts} must lie in 1..{len(self.prompts)} (the prompts)")
 
     @property
     def items(self) -> tuple[tuple[int, int], ...]:
         """(prompt index, seed) pairs in render order: every prompt with every seed."""
         return tuple((p, s) for s in self.seeds for p in range(len(self.prompts)))
+
+    @property
+    def quality_items(self) -> tuple[tuple[int, int], ...]:
+        """The items rendered and judged for quality, in render order: those of the first quality_prompts prompts."""
+        n = len(self.prompts) if self.quality_prompts is None else self.quality_prompts
+        return tuple((p, s) for p, s in self.items if p < n)
 
     @property
     def prompts_sha(self) -> str:
@@ -71,20 +82,26 @@ class Scenario:
 
     @property
     def slug(self) -> str:
-        """File-name key: model, shape, steps, guidance, dtype, prompt set and seeds."""
+        """File-name key: model, shape, steps, guidance, dtype, prompt set and seeds, and the prompts judged for quality
+        when not all of them (so that the baselines recorded before that option keep their names)."""
         guidance = f"{self.guidance:g}".replace(".", "p")
         seeds = hashlib.sha256(",".join(map(str, self.seeds)).encode()).hexdigest()[:6]
+        judged = "" if self.quality_prompts is None else f"-q{self.quality_prompts}"
         return (
             f"{self.model_slug}-{self.height}x{self.width}-{self.steps}steps-g{guidance}-{self.dtype}"
-            f"-{len(self.prompts)}p{self.prompts_sha[:8]}-{len(self.seeds)}s{seeds}"
+            f"-{len(self.prompts)}p{self.prompts_sha[:8]}-{len(self.seeds)}s{seeds}{judged}"
         )
 
     def key(self) -> dict:
         """What a baseline must match to be comparable (besides the GPU, which is in the path)."""
         given = {k: getattr(self, k) for k in ("model", "revision", "height", "width", "steps", "guidance", "dtype")}
+        # Quality aggregates are comparable only over the same images; absent when all are judged, as in every
+        # baseline recorded before the option existed.
+        judged = {} if self.quality_prompts is None else {"quality_prompts": self.quality_prompts}
         return {
             **given,
             "prompts_sha256": self.prompts_sha,
             "num_prompts": len(self.prompts),
             "seeds": list(self.seeds),
+            **judged,
         }

@@ -17,7 +17,7 @@ def session_header(bench) -> list[str]:
         f"fluxperf model: {sc.model} — {report.model_banner(sc.model)}",
         f"fluxperf device: {sc.device}; GPU: {gpu}",
         f"fluxperf scenario: {sc.slug} ({sc.height}x{sc.width}, {sc.steps} steps, {len(sc.prompts)} prompts "
-        f"x {len(sc.seeds)} seeds)",
+        f"x {len(sc.seeds)} seeds{report.judged_note(len(sc.prompts), sc.quality_prompts)})",
         f"fluxperf baseline: {baseline}",
         f"fluxperf variants: {', '.join(s.variants)}",
         f"fluxperf cache: {s.cache_dir} (torch.compile's artifacts under {s.cache_dir / 'inductor'})",

@@ -120,8 +120,9 @@ for stage in "$@"; do
              # prompts; pytest's durations give each variant's whole measurement, the progress lines its parts
       run phases --fluxperf-num-prompts=${PHASE_PROMPTS:-8} ${NIGHTLY_VARIANTS:+--fluxperf-variants=$NIGHTLY_VARIANTS} \
         --durations=0 --durations-min=1 ;;
-    nightly)  # the nightly as the workflow runs it, at 512²: every variant, all 56 prompts (longer than one command)
-      run nightly --fluxperf-num-prompts=56 ${NIGHTLY_VARIANTS:+--fluxperf-variants=$NIGHTLY_VARIANTS} \
+    nightly)  # the nightly as the workflow runs it, at 512²: every variant, all 56 prompts timed, the first 8 judged
+              # for quality (longer than one command)
+      run nightly --fluxperf-num-prompts=56 --fluxperf-quality-prompts=8 ${NIGHTLY_VARIANTS:+--fluxperf-variants=$NIGHTLY_VARIANTS} \
         --durations=0 --durations-min=1 ;;
     pack-cache)  # torch.compile's cache, for the next command's .whl/inductor.tgz (files over 16 MiB don't come back)
       tar czf "$RESULTS/inductor.tgz" -C /tmp inductor && du -h "$RESULTS/inductor.tgz" ;;

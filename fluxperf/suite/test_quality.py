@@ -54,7 +54,7 @@ def test_fidelity_holds(variant_run, fluxperf_bench):
 def test_judged_images_are_the_timed_images(variant_run, fluxperf_bench):
     """The images judged above come from the very pipeline that was timed: re-rendered, they match."""
     bench, result = fluxperf_bench, variant_run.result
-    items = bench.scenario.items
+    items = bench.scenario.quality_items  # the timed images kept are those of judged items
     assert result.timed_images, f"{result.name}: no timed images were kept"
     for item, timed in result.timed_images.items():
         judged = result.images[items.index(item)][None]

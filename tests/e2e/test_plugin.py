@@ -102,6 +102,10 @@ def test_only_a_marker_expression_that_selects_the_gpu_suite_lets_fluxperf_sched
         (["--fluxperf-dtype=int8"], "--fluxperf-dtype: 'int8' is not one of bfloat16, float16, float32"),
         (["--fluxperf-variants=nope"], "--fluxperf-variants: unknown variant 'nope'"),
         (["--fluxperf-model=/no/such/flux"], "--fluxperf-model: /no/such/flux: no such folder"),
+        (
+            ["--fluxperf-num-prompts=3", "--fluxperf-quality-prompts=4"],
+            "--fluxperf-quality-prompts: 4 is more than the session's 3 prompts",
+        ),
     ],
 )
 def test_a_bad_option_value_is_told_within_3_cpu_seconds(pytester, args, message):

@@ -204,3 +204,47 @@ def test_several_seeds_and_an_in_place_variant_never_hold_two_eager_pipelines(su
     report = json.loads((suite.reports / "results.json").read_text())
     timings = report["variants"]["inplace_twin"]["timings"]
     assert timings["design"] == "blocks" and len(timings["eager_samples_s"]) == len(timings["samples_s"]) == 3
+
+
+def test_quality_judged_on_the_first_prompt_while_rounds_time_every_prompt(suite, pytester, monkeypatch):
+    import torch
+    from PIL import Image
+
+    from fluxperf import pipelines
+
+    # results.json keeps no prompt per timed call: the pipeline calls themselves show which prompts were run.
+    called, render = set(), pipelines.render
+    monkeypatch.setattr(
+        pipelines, "render", lambda pipe, sc, prompt, *a, **kw: called.add(prompt) or render(pipe, sc, prompt, *a, **kw)
+    )
+    # Two seeds: the judged items are the first prompt with each seed, (0, 0) and (0, 1), the 1st and 4th timed item.
+    scenario = [
+        "--fluxperf-variants=twin",
+        "--fluxperf-num-prompts=3",
+        "--fluxperf-seeds=0,1",
+        "--fluxperf-quality-prompts=1",
+    ]
+    # Recording takes 20 rounds, which reach (0, 1): test_judged_images_are_the_timed_images compares both items.
+    suite(*scenario, "--fluxperf-update-baselines", inprocess=True).assert_outcomes(**RECORDED)
+    # The warm-up rounds run prompts 0 and 1, every other call prompt 0: only timed rounds reach prompt 2.
+    assert called == {0, 1, 2}
+    path = baseline_file(pytester)
+    assert path.stem.endswith("-q1") and json.loads(path.read_text())["key"]["quality_prompts"] == 1
+    (reference,) = (pytester.path / "cache" / "reference" / "cpu").glob("*.pt")
+    assert torch.load(reference, weights_only=True).shape[0] == 2  # eager's reference images: prompt 0, both seeds
+
+    # Judged against the baseline just recorded, which the session finds under its own name.
+    judged = suite(
+        *scenario, "--fluxperf-require-baseline", "-k", "test_quality or test_determinism", "-v", inprocess=True
+    )
+    judged.assert_outcomes(passed=6)  # twin's three metrics, fidelity and judged-are-timed; eager's determinism
+    out = judged.stdout.str()
+    assert "quality judged on the first 1 of 3 prompts" in out
+    assert "quality judged on the first 1 of 3 prompts" in (suite.reports / "report.md").read_text()
+    report = json.loads((suite.reports / "results.json").read_text())
+    # Eager's 3 timed rounds ran items 0-2, of which only (0, 0) is judged: determinism compares that one.
+    assert report["scenario"]["quality_prompts"] == 1 and report["determinism"]["images_compared"] == 1
+    scores = report["variants"]["twin"]["quality"]["scores"]
+    assert {metric: len(s["values"]) for metric, s in scores.items()} == {"lpips": 2, "ssim": 2, "psnr_db": 2}
+    # figures.image_grid draws a row of 2.9 inches at 100 dpi per image pair: two pairs, two rows.
+    assert Image.open(suite.reports / "grid-twin.png").height == 2 * 290

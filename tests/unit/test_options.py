@@ -6,6 +6,7 @@ Most runs are in-process (milliseconds each); the end-to-end ones run in a fresh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from fluxperf.scenario import DEFAULT_HUB_MODEL
 
 pytest_plugins = ["pytester"]
 
-PERF = Path(__file__).resolve().parents[2] / "fluxperf" / "suite"
+REPO = Path(__file__).resolve().parents[2]
+PERF = REPO / "fluxperf" / "suite"
 
 
 def _choices() -> str:
@@ -63,6 +65,12 @@ BAD_OPTIONS = [
     (["--fluxperf-height=tall"], "--fluxperf-height", "'tall' is not an integer"),
     (["--fluxperf-guidance=strong"], "--fluxperf-guidance", "'strong' is not a number"),
     (["--fluxperf-model=./no/such/folder"], "--fluxperf-model", "./no/such/folder: no such folder"),
+    (["--fluxperf-quality-prompts=0"], "--fluxperf-quality-prompts", "0 must be at least 1"),
+    (
+        ["--fluxperf-num-prompts=3", "--fluxperf-quality-prompts=4"],
+        "--fluxperf-quality-prompts",
+        "4 is more than the session's 3 prompts",
+    ),
 ]
 
 
@@ -138,6 +146,24 @@ def test_good_params_floors_and_seeds_are_parsed(settings):
     assert s.params == {"calib_size": 4}
     assert s.floors == {"compile": {"ssim": 0.9, "psnr_db": 30.0}}
     assert s.scenario.seeds == (3, 1) and len(s.scenario.prompts) == 2
+
+
+def test_quality_prompts_change_the_baseline_key_and_file_only_when_fewer_than_all_are_judged(settings):
+    shipped = next((REPO / "baselines" / "nvidia-h200").glob("*.json"))
+    args = ("--fluxperf-device=cuda", "--fluxperf-model=synthetic", "--fluxperf-num-prompts=4")
+    unset = settings(*args)
+    # A baseline recorded before the option existed is still found under its name, and its key still matches.
+    assert unset.scenario.slug == shipped.stem
+    assert {"gpu": "NVIDIA H200", **unset.scenario.key()} == json.loads(shipped.read_text())["key"]
+    assert "--fluxperf-quality-prompts" not in unset.rebaseline
+    # All 4 of 4 judges the same images as the default: the same baseline.
+    every = settings(*args, "--fluxperf-quality-prompts=4").scenario
+    assert (every.slug, every.key()) == (unset.scenario.slug, unset.scenario.key())
+    two = settings(*args, "--fluxperf-quality-prompts=2")
+    assert two.scenario.slug != unset.scenario.slug
+    assert two.scenario.key() == {**unset.scenario.key(), "quality_prompts": 2}
+    assert two.scenario.items == unset.scenario.items and two.scenario.quality_items == ((0, 0), (1, 0))
+    assert "--fluxperf-num-prompts=4 --fluxperf-quality-prompts=2" in two.rebaseline
 
 
 def test_time_limits_default_by_device_and_zero_turns_them_off(settings):

@@ -279,6 +279,18 @@ def test_reports_are_kept_even_when_the_suite_fails(name):
     assert summary and all(s.get("if") == "always()" for s in summary)
 
 
+def test_the_nightly_judges_quality_on_8_prompts_and_the_gate_and_rebaseline_agree():
+    # --fluxperf-quality-prompts is part of the baseline's key and file name: a nightly or PR gate that judged on
+    # another number than rebaseline recorded would find no baseline under --fluxperf-require-baseline.
+    given = re.compile(r"--fluxperf-quality-prompts=(\d+)")
+    runs = {
+        name: " ".join(step.get("run", "") for step in _workflow(name)["jobs"]["gpu-suite"]["steps"])
+        for name in ("nightly.yml", "pr-gpu.yml")
+    }
+    runs["rebaseline.sh"] = (GITHUB / "scripts" / "rebaseline.sh").read_text()
+    assert {name: given.findall(text) for name, text in runs.items()} == {name: ["8"] for name in runs}
+
+
 def test_rebaseline_merges_runs_and_proposes_a_pull_request():
     workflow = _workflow("rebaseline.yml")
     assert workflow.get("on", workflow.get(True))["workflow_dispatch"]["inputs"]["runs"]["default"] == 3
