@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fluxperf import rules, stats
+from fluxperf import messages, rules, stats
 from fluxperf.history.record import Point
 from fluxperf.probe import PROBES
 from fluxperf.result import Timings
@@ -349,6 +349,18 @@ def judge(
         return rules.INCONCLUSIVE, {**details, "reason": "young level"}
     if rise - half <= limit:
         return rules.INCONCLUSIVE, {**details, "reason": "straddles"}
+    # As the speed rule does (README, "When the machine is shared"): a session whose calls shared the machine is not
+    # failed for what the sharing can explain.
+    sh = timings(points[-1]).sharing
+    if sh.shared:
+        bound, share = series_bound([timings(p) for p in span])
+        explained = sh.explained(*stats.sharing_weights(bound, share))
+        details.update(
+            explained=explained,
+            sharing={"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks)},
+        )
+        if rise - half - explained <= limit:
+            return rules.INCONCLUSIVE, {**details, "reason": "shared"}
     return rules.FAIL, details
 
 
@@ -408,6 +420,8 @@ def message(details: dict, variant: str = "", where: str = "") -> str:
     step_text = "; steps: " + "; ".join(_step_text(s) for s in steps) if steps else ""
     if details["rise"] <= math.log1p(tol):
         return f"{facts}{step_text}{tail}"
+    if reason == "shared":
+        return f"{facts}; not judged on this session: {messages.sharing(details)}{step_text}{tail}"
     if reason == "young level":
         return (
             f"{facts}: the latest {details['latest_level_sessions']} session(s) sit on a higher level, not yet "
@@ -418,8 +432,11 @@ def message(details: dict, variant: str = "", where: str = "") -> str:
         f"python -m fluxperf history accept --gpu={series.get('gpu_slug')} --scenario={series.get('scenario')} "
         f"--variant={variant or 'VARIANT'} --note='why'"
     )
+    shared = (
+        f"; beyond what this session's sharing explains ({messages.sharing(details)})" if "sharing" in details else ""
+    )
     return (
         f"{facts}: the latest {details['latest_level_sessions']} sessions sit on a level that crept up beyond "
-        f"the tolerance, whether or not each rebaseline in between passed{step_text}{tail}; if deliberate: "
+        f"the tolerance, whether or not each rebaseline in between passed{shared}{step_text}{tail}; if deliberate: "
         f"{accept}"
     )

@@ -20,6 +20,7 @@ That makes the net latency's session-to-session sd 1.6% for the GPU-bound varian
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import glob
 import json
@@ -1023,3 +1024,33 @@ def test_the_nightly_draws_the_dashboard_uploads_it_and_links_it_in_the_summary(
             ["bash", str(script), url], check=True, env={"GITHUB_STEP_SUMMARY": str(summary), "PATH": "/usr/bin:/bin"}
         )
         assert expected in summary.read_text()
+
+
+def _shared_last(records, gpu_busy: float) -> list[Point]:
+    """The series with another process on the GPU `gpu_busy` of the time during the last session's calls."""
+    last = copy.deepcopy(records[-1])
+    record = last.variants["compile"]["timings"]["contention"]
+    record["gpu_other_busy"] = [gpu_busy] * len(record["gpu_other_busy"])
+    record["gpu_other_procs"] = [1] * len(record["gpu_other_procs"])
+    return points([*records[:-1], last])
+
+
+def test_a_creep_the_latest_session_s_sharing_could_explain_is_not_judged():
+    # The staircase FAILs when its last session ran alone; with another process on the GPU 10% of that session's
+    # time, up to ~+10% is explained, more than the rise beyond the tolerance: not judged, and said why.
+    records = sim_series(np.random.default_rng(21), "gpu", {at: 0.02 for at in STEPS_AT}, full=True)
+    assert history.judge(points(records), 0.03)[0] == rules.FAIL
+    status, details = history.judge(_shared_last(records, 0.10), 0.03)
+    assert (status, details["reason"]) == (rules.INCONCLUSIVE, "shared"), history.message(details, "compile")
+    text = history.message(details, "compile")
+    assert "not judged on this session: the machine was shared: another process kept the GPU busy 10%" in text
+
+
+def test_a_step_beyond_what_the_sharing_explains_still_fails():
+    records = sim_series(np.random.default_rng(23), "gpu", {30: 0.25}, n=45)
+    status, details = history.judge(_shared_last(records, 0.03), 0.03)
+    assert status == rules.FAIL, history.message(details, "compile")
+    assert (
+        "beyond what this session's sharing explains (the machine was shared: another process kept the GPU busy 3%"
+        in (history.message(details, "compile"))
+    )
