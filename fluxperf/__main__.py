@@ -36,6 +36,9 @@ def _history(args) -> int:
     from fluxperf import history
 
     where = args.history or history.default_location()
+    if where == "off":
+        print("error: FLUXPERF_HISTORY is off: name a history with --history=PATH_OR_URL", file=sys.stderr)
+        return 2
     try:
         if args.action == "import":
             added = {"judged": 0, "recording": 0}

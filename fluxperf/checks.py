@@ -55,18 +55,29 @@ def floor(bench, result, metric: str) -> float:
 
 
 def history(bench, store, name: str):
-    """The history verdict of this variant: its stored series with this session's point last, judged against the
-    baseline's speed tolerance (a new baseline's for its bound where there is none)."""
+    """The history verdict of this variant: its stored series (the sessions run with this session's parameters for
+    it) with this session's point last, judged against the baseline's speed tolerance (a new baseline's for its bound
+    where there is none). A history that can't be read skips, saying why; a recording session is warned, not failed:
+    it is the rebaseline that would otherwise stop."""
     kind = "recording" if bench.settings.update_baselines else "judged"
     document = report.document(
         bench.scenario, bench.env, bench.baseline_path, bench.baseline, bench.determinism, bench.results
     )
     record = hist.session_record(document, kind)
-    points = store.series(record.gpu_slug, record.scenario, name) + [hist.point_of(record, name)]
+    params = bench.results[name].params
+    try:
+        stored = store.series(record.gpu_slug, record.scenario, name)
+        accepted = store.accepted_utc(record.gpu_slug, record.scenario, name)
+    except hist.HistoryError as exc:
+        pytest.skip(f"{name}: the history can't be read: {exc}")
+    points = [p for p in stored if p.result.params == params] + [hist.point_of(record, name)]
     entry = baselines.entry(bench.baseline, name)
     tolerance = (entry.tolerance if entry else baselines.default_tolerance(bench.results[name].timings.bound))["speed"]
-    accepted = store.accepted_utc(record.gpu_slug, record.scenario, name)
-    return verdicts.history(name, points, tolerance, accepted, hist.display(store.where))
+    verdict = verdicts.history(name, points, tolerance, accepted, hist.display(store.where))
+    if kind == "recording" and verdict.status == FAIL:
+        note = " (a warning, not a failure: this session records a baseline; the next judged session fails on it)"
+        return verdicts.Verdict(WARN, verdict.message + note, verdict.details)
+    return verdict
 
 
 def conclude(bench, name: str, check: str, verdict) -> None:

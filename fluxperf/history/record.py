@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fluxperf import result as results_schema
+from fluxperf.metrics import METRICS
 from fluxperf.result import Result
 
 # judged: a session judged against a baseline; recording: one that wrote a baseline (or a baseline file imported).
@@ -166,6 +167,12 @@ def baseline_record(data: dict, path: Path, label: str | None = None) -> Session
         current = baselines.validate(data, path)
     except baselines.BaselineError as exc:
         raise HistoryError(str(exc)) from None
+    if (current.get("recordings") or 1) > 1:
+        # A merge pools several sessions' samples under the last one's date: not one session's measurement.
+        raise NotARecord(
+            f"{path}: a merge of {current['recordings']} recordings (python -m fluxperf merge-baselines); import the "
+            "recordings' own results.json files instead"
+        )
     env = current.get("environment") or {}
     gpu_slug = env.get("gpu_slug") or path.parent.name
     session = {
@@ -191,10 +198,16 @@ def baseline_record(data: dict, path: Path, label: str | None = None) -> Session
     )
 
 
+# The checks that compare a session with its baseline: they skip while a session writes its baseline. The others
+# (steps, floors, fidelity, history) judge every session.
+AGAINST_BASELINE = ("speedup", "stack", "peak_mem", *METRICS)
+
+
 def recording_kind(results: dict) -> str:
-    """A results.json's kind when nobody says: verdict tests skip while a session writes its baseline, so a session
-    whose variants hold no verdict at all recorded one."""
-    return "judged" if any(v.get("verdicts") for v in results.get("variants", {}).values()) else "recording"
+    """A results.json's kind when nobody says: a session in which no variant holds a verdict against the baseline
+    recorded one (or had none to be judged against)."""
+    judged = any(set(v.get("verdicts") or {}) & set(AGAINST_BASELINE) for v in results.get("variants", {}).values())
+    return "judged" if judged else "recording"
 
 
 def load_file(path: Path, kind: str | None = None, label: str | None = None) -> SessionRecord:

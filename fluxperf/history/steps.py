@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import shlex
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -420,6 +421,12 @@ def message(details: dict, variant: str = "", where: str = "") -> str:
     step_text = "; steps: " + "; ".join(_step_text(s) for s in steps) if steps else ""
     if details["rise"] <= math.log1p(tol):
         return f"{facts}{step_text}{tail}"
+    if reason == "straddles":
+        low, high = details["ci"]
+        return (
+            f"{facts}: above the tolerance, but its 95% interval ({_pct(low)} to {_pct(high)}) reaches below it: "
+            f"not yet a regression; more sessions will tell{step_text}{tail}"
+        )
     if reason == "shared":
         return f"{facts}; not judged on this session: {messages.sharing(details)}{step_text}{tail}"
     if reason == "young level":
@@ -430,7 +437,7 @@ def message(details: dict, variant: str = "", where: str = "") -> str:
     series = details.get("series") or {}
     accept = (
         f"python -m fluxperf history accept --gpu={series.get('gpu_slug')} --scenario={series.get('scenario')} "
-        f"--variant={variant or 'VARIANT'} --note='why'"
+        f"--variant={variant or 'VARIANT'} --note='why'{f' --history={shlex.quote(where)}' if where else ''}"
     )
     shared = (
         f"; beyond what this session's sharing explains ({messages.sharing(details)})" if "sharing" in details else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -50,18 +51,25 @@ MIGRATIONS = {
 
 
 def is_url(where) -> bool:
-    return isinstance(where, str) and where.split("://", 1)[0] in ("postgresql", "postgres")
+    """A URL (scheme://...), whichever scheme: open_store refuses all but PostgreSQL's rather than take one for a
+    file name."""
+    return isinstance(where, str) and "://" in where
+
+
+def _postgres(where: str) -> bool:
+    return where.split("://", 1)[0].lower() in ("postgresql", "postgres")
 
 
 def display(where) -> str:
-    """The file, or the URL with its password hidden: what every message names."""
+    """The file, or the URL with its password hidden (in the user part or the query): what every message names."""
     if not is_url(where):
         return str(where)
     parts = urlsplit(where)
-    if parts.password is None:
-        return where
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class Store:
@@ -336,7 +344,7 @@ def _open_sqlite(path: Path, create: bool) -> Store:
         raise HistoryError(f"history {path}: is a folder; name a file, e.g. {path / 'history.sqlite'}")
     exists = path.exists()
     if not exists and not create:
-        raise HistoryError(f"history {path}: no such file; a session writes it at its end (--fluxperf-history)")
+        raise HistoryError(f"history {path}: no such file; a fluxperf session creates it (--fluxperf-history)")
     if not exists:
         path.parent.mkdir(parents=True, exist_ok=True)
     # mode=rw never creates: a file that vanished in between is an error, not a new empty history.
@@ -398,5 +406,10 @@ def open_store(where, create: bool = True) -> Store:
     the dashboard) refuses a missing file. A damaged file, a database of something else or one written by a newer
     fluxperf raises HistoryError naming it, and nothing in it is changed."""
     if is_url(where):
+        if not _postgres(where):
+            raise HistoryError(
+                f"history {display(where)}: not a file path or a postgresql:// URL (another database's URL, or a "
+                "driver-qualified one such as postgresql+psycopg://, is not read)"
+            )
         return _open_postgres(where, create)
     return _open_sqlite(Path(where), create)

@@ -74,11 +74,18 @@ def test_sessions_append_and_a_step_they_add_up_to_fails_naming_where_it_began(s
     with sqlite3.connect(history) as db:  # every session kept: 12 imported, 2 measured here
         assert db.execute("select count(*) from sessions").fetchone()[0] == 14
 
+    # A rebaseline on that level warns instead of failing: the rebaseline workflow would otherwise stop there.
+    recording = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", "-k", "history", inprocess=True)
+    recording.assert_outcomes(passed=2)
+    twin = json.loads((pytester.path / "reports" / "results.json").read_text())["variants"]["twin"]
+    assert twin["verdicts"]["history"]["status"] == "WARN"
+    assert "a warning, not a failure: this session records a baseline" in twin["verdicts"]["history"]["message"]
+
 
 def test_history_off_keeps_none_and_a_damaged_one_stops_the_session_before_measuring(suite, pytester):
     off = suite("--fluxperf-variants=twin", "--fluxperf-history=off", "-k", "history", "-rs", inprocess=True)
     off.assert_outcomes(skipped=2)
-    assert "no history to judge against (--fluxperf-history=off)" in off.stdout.str()
+    assert "no history is kept (--fluxperf-history=off)" in off.stdout.str()
     assert not (pytester.path / "cache" / "history.sqlite").exists()
 
     (pytester.path / "reports" / "results.json").unlink()

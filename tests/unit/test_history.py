@@ -919,7 +919,7 @@ def test_import_loads_results_and_baselines_once_and_html_writes_the_site(tmp_pa
     where = str(tmp_path / "h.sqlite")
     assert main(["history", "import", f"--history={where}", str(SHIPPED), *map(str, files)]) == 0
     out = capsys.readouterr().out
-    assert "3 session(s) added" in out and "judged" in out and "recording" in out
+    assert "3 session(s) added" in out and "(2 judged, 1 recording)" in out
     (tmp_path / "benchmark.json").write_text('{"benchmarks": []}')  # pytest-benchmark's, in a folder: skipped
     damaged = tmp_path / "old" / "baseline_nan.json"  # a damaged baseline in a folder: skipped, saying why
     damaged.parent.mkdir()
@@ -1054,3 +1054,57 @@ def test_a_step_beyond_what_the_sharing_explains_still_fails():
         "beyond what this session's sharing explains (the machine was shared: another process kept the GPU busy 3%"
         in (history.message(details, "compile"))
     )
+
+
+def test_a_results_json_is_recording_unless_a_verdict_against_its_baseline_was_given():
+    doc = recorded_results()[1]
+    assert history.recording_kind(doc) == "judged"
+    for variant in doc["variants"].values():  # a recording session still judges steps, floors and fidelity
+        variant["verdicts"] = {"steps": {"status": "PASS"}, "ssim_floor": {"status": "PASS"}}
+    assert history.recording_kind(doc) == "recording"
+
+
+def test_a_merged_baseline_is_not_imported_as_a_session(tmp_path):
+    data = json.loads(SHIPPED.read_text())
+    data["recordings"] = 3
+    path = tmp_path / "nvidia-h200" / SHIPPED.name
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    with pytest.raises(history.NotARecord, match="a merge of 3 recordings"):
+        history.load_file(path)
+
+
+def test_the_straddling_warning_shows_its_interval_and_offers_no_acceptance(staircase):
+    _, details = history.judge(staircase, 0.03)
+    details = {**details, "reason": "straddles", "ci": [0.01, 0.05]}
+    text = history.message(details, "compile", "h.sqlite")
+    assert "its 95% interval (+1.0% to +5.1%) reaches below it: not yet a regression" in text
+    assert "history accept" not in text
+
+
+def test_the_accept_command_names_the_history_it_was_judged_in(staircase):
+    _, details = history.judge(staircase, 0.03)
+    assert "--note='why' --history='/srv/my history.sqlite'" in history.message(
+        details, "compile", "/srv/my history.sqlite"
+    )
+
+
+def test_only_postgresql_urls_are_read_and_their_passwords_never_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert history.display("postgresql://u:secret@db/f") == "postgresql://u:***@db/f"
+    assert history.display("postgresql://u@db/f?sslmode=require&password=secret") == (
+        "postgresql://u@db/f?sslmode=require&password=***"
+    )
+    for url in ("postgresql+psycopg://u:secret@db/f", "mysql://u:secret@db/f"):
+        with pytest.raises(history.HistoryError, match="not a file path or a postgresql:// URL") as caught:
+            history.open_store(url)
+        assert "secret" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # no folder made of the URL
+
+
+def test_the_command_line_refuses_a_history_that_is_off(monkeypatch, capsys):
+    from fluxperf.__main__ import main
+
+    monkeypatch.setenv("FLUXPERF_HISTORY", "off")
+    assert main(["history", "html", "site"]) == 2
+    assert "FLUXPERF_HISTORY is off" in capsys.readouterr().err
