@@ -4,11 +4,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
-# The versions every install below takes: requirements/lock.txt (scripts/lock.sh writes it; README, "Quick start"), so
+# The versions `make venv`, `make test` and `make bench` install: requirements/lock.txt (scripts/lock.sh writes it; README, "Quick start"), so
 # a fresh clone installs what the last reviewed lock-update tested, whatever PyPI published since.
 # `make test LOCK=` takes the newest versions pyproject.toml allows instead.
 LOCK ?= requirements/lock.txt
 PIP_LOCK = $(if $(LOCK),-c $(LOCK))
+# pip doesn't apply -c to the isolated environment that builds fluxperf itself (setuptools): this does (pip 25.3+,
+# which the first install below puts in place).
+PIP_BUILD_LOCK = $(if $(LOCK),--build-constraint $(LOCK))
 # pruna's own dependency list is huge and pins torchao<0.17; the two pruna variants need only pyproject.toml's
 # pruna-deps extra (it says why), so pruna itself goes in without its declared dependencies. The lock pins it too.
 PRUNA := pruna==0.3.4
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	rm -f $(VENV)/.installed-*
 	$(BIN)/pip install -q $(PIP_LOCK) --upgrade pip
-	$(BIN)/pip install -q $(PIP_LOCK) $(if $(LOCK),,--upgrade --upgrade-strategy eager) -e '.[test,fp8,pruna-deps]'
+	$(BIN)/pip install -q $(PIP_LOCK) $(PIP_BUILD_LOCK) $(if $(LOCK),,--upgrade --upgrade-strategy eager) -e '.[test,fp8,pruna-deps]'
 	$(BIN)/pip install -q $(PIP_LOCK) --no-deps '$(PRUNA)'
 	$(BIN)/python -m fluxperf check-env $(if $(LOCK),--lock $(LOCK))
 	touch $@

@@ -18,6 +18,7 @@ from fluxperf import (
     environment,
     fidelity,
     messages,
+    models,
     pipelines,
     protocol,
     quality,
@@ -26,6 +27,7 @@ from fluxperf import (
     variants,
     watchdog,
 )
+from fluxperf import scenario as scenario_module
 from fluxperf.models import build_pipeline, max_sequence_length
 from fluxperf.options import Settings
 from fluxperf.progress import Progress
@@ -328,10 +330,21 @@ def close(pipe) -> None:
 
 
 def reference_cache(cache_dir: Path, key: dict, env: dict, slug: str) -> Path:
-    """Where eager's images for a scenario are kept: by its baseline key, the libraries that render them and CUDA."""
-    versions = {k: env["versions"].get(k) for k in ("torch", "diffusers", "transformers")}
+    """Where eager's images for a scenario are kept: by its baseline key, every library version, the driver and CUDA,
+    and fluxperf's own code that builds and calls eager (a pull request's runner shares the nightly's cache dir, and
+    a branch that renders differently must not be judged against main's images, nor leave its own for main)."""
+    sources = [Path(m.__file__).read_bytes() for m in (models, pipelines, scenario_module)]
     digest = hashlib.sha256(
-        json.dumps({"scenario": key, "versions": versions, "cuda": env["cuda"]}, sort_keys=True).encode()
+        json.dumps(
+            {
+                "scenario": key,
+                "versions": env["versions"],
+                "driver": env.get("driver"),
+                "cuda": env["cuda"],
+                "code": hashlib.sha256(b"".join(sources)).hexdigest(),
+            },
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:16]
     return Path(cache_dir) / "reference" / env["gpu_slug"] / f"{slug}-{digest}.pt"
 

@@ -182,6 +182,12 @@ def _load_baseline(bench) -> None:
         raise pytest.UsageError(
             f"{exc}. Fix or delete the file, or rerun with --fluxperf-update-baselines to rewrite it."
         ) from None
+    s = bench.settings
+    if bench.baseline is None and s.require_baseline and not s.update_baselines:
+        # Said now rather than after a night of measuring that nothing could be judged against.
+        raise pytest.UsageError(
+            f"no baseline at {bench.baseline_path} (--fluxperf-require-baseline); record one with: {s.rebaseline}"
+        )
 
 
 @pytest.hookimpl(tryfirst=True)

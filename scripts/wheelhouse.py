@@ -7,7 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency tomli reads the same
+    import tomli as tomllib
 
 # The GPU host already has these (its own CUDA build of torch and what comes with it): downloading
 # them would fetch gigabytes and could replace the host's build.

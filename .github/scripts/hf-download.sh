@@ -8,7 +8,8 @@ set -euo pipefail
 # from the lock too, so nothing new from PyPI runs next to the token before it has been reviewed.
 venv=${RUNNER_TEMP:-/tmp}/hf-download-venv
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet -c requirements/lock.txt 'huggingface_hub>=0.26'
+# The install itself runs without the token (and builds nothing): a package's install-time code never sees it.
+env -u HF_TOKEN "$venv/bin/pip" install --quiet --only-binary=:all: -c requirements/lock.txt 'huggingface_hub>=0.26'
 # huggingface_hub reads HF_TOKEN from the environment, so the token never appears on a command line.
 HF_HUB_OFFLINE=0 "$venv/bin/python" - <<'PY'
 import os

@@ -14,6 +14,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from fluxperf import contention
 from fluxperf.__main__ import main as fluxperf_main
 from tests.sessions import RECORDED
 
@@ -35,7 +36,10 @@ def _scaled(doc: dict, factor: dict, day: int, commit: str, diffusers: str, rng)
     return out
 
 
-def test_sessions_append_and_a_step_they_add_up_to_fails_naming_where_it_began(suite, pytester):
+def test_sessions_append_and_a_step_they_add_up_to_fails_naming_where_it_began(suite, pytester, monkeypatch):
+    # On this shared 2-core machine a session's calls often wait for a CPU, and the history verdict then leaves out
+    # what the sharing explains (tests/unit/test_history.py tests that); here the sessions count as unshared.
+    monkeypatch.setattr(contention, "SHARED_HOST_WAIT", 2.0)
     history = pytester.path / "cache" / "history.sqlite"
     first = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", "-rs", inprocess=True)
     first.assert_outcomes(**RECORDED)

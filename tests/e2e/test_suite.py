@@ -169,11 +169,12 @@ def test_the_printed_rebaseline_command_records_the_baseline_the_failing_session
         "--fluxperf-guidance=4.5",
         "--fluxperf-variants=twin",
     ]
-    # Without a baseline, --fluxperf-require-baseline fails the verdicts, and says how to record one.
-    first = suite(*scenario, "--fluxperf-require-baseline", "-rf", inprocess=True)
-    assert first.ret == pytest.ExitCode.TESTS_FAILED
-    out = first.stdout.str()
-    assert "no baseline for twin in" in out and "(--fluxperf-require-baseline); record one with: " in out
+    # Without a baseline, --fluxperf-require-baseline stops the session before measuring, and says how to record one.
+    first = suite(*scenario, "--fluxperf-require-baseline", inprocess=True)
+    assert first.ret == pytest.ExitCode.USAGE_ERROR
+    assert not (pytester.path / "reports" / "results.json").exists()
+    out = first.stderr.str()
+    assert "no baseline at " in out and "(--fluxperf-require-baseline); record one with: " in out
     command = out[out.index("record one with: ") + len("record one with: ") :].splitlines()[0].strip()
     args = shlex.split(command)
     assert args[:3] == ["pytest", "-m", "gpu"], command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -85,3 +86,19 @@ def test_the_synthetic_model_on_cpu_is_refused_with_the_tiny_alternative():
         build_pipeline(
             Scenario(model="synthetic", height=64, width=64, steps=2, dtype="float32", device="cpu", prompts=("a",))
         )
+
+
+def test_eager_s_cached_images_are_keyed_by_every_version_and_the_code_that_renders_them(tmp_path, monkeypatch):
+    from fluxperf import bench, pipelines
+
+    env = {"gpu_slug": "cpu", "driver": None, "cuda": None, "versions": {"torch": "2.14.1", "tokenizers": "0.22.1"}}
+    key = {"model": "tiny"}
+    path = bench.reference_cache(tmp_path, key, env, "slug")
+    assert bench.reference_cache(tmp_path, key, env, "slug") == path
+    other = {**env, "versions": {**env["versions"], "tokenizers": "0.23.0"}}
+    assert bench.reference_cache(tmp_path, key, other, "slug") != path
+    # A branch whose render differs (here: pipelines.py with one more line) gets images of its own.
+    changed = tmp_path / "pipelines.py"
+    changed.write_bytes(Path(pipelines.__file__).read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(pipelines, "__file__", str(changed))
+    assert bench.reference_cache(tmp_path, key, env, "slug") != path
