@@ -92,14 +92,35 @@ class _Nvml:
 
         index = torch.device(device).index
         index = torch.cuda.current_device() if index is None else index
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        props = torch.cuda.get_device_properties(index)
+        uuid = getattr(props, "uuid", None)
         if uuid is not None:
             # CUDA_VISIBLE_DEVICES renumbers devices for CUDA but not for NVML: the UUID names the same card.
             try:
                 return self.nv.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
             except self.nv.NVMLError:
                 pass
-        return self.nv.nvmlDeviceGetHandleByIndex(index)
+        # CUDA's index is not NVML's: torch maps it through CUDA_VISIBLE_DEVICES (a private helper, so anything it
+        # raises, or its absence, means the card can't be told); CUDA_DEVICE_ORDER it ignores, hence the PCI check.
+        try:
+            nvml_index = torch.cuda._get_nvml_device_index(index)
+        except Exception as exc:
+            raise RuntimeError(f"can't tell which NVML device is cuda:{index} ({type(exc).__name__}: {exc})") from None
+        handle = self.nv.nvmlDeviceGetHandleByIndex(nvml_index)
+        theirs = self.nv.nvmlDeviceGetPciInfo(handle)
+        ours = tuple(getattr(props, f"pci_{k}_id", None) for k in ("domain", "bus", "device"))
+        if None not in ours and ours != (theirs.domain, theirs.bus, theirs.device):
+            raise RuntimeError(
+                f"NVML device {nvml_index} is not cuda:{index} (another PCI address; is CUDA_DEVICE_ORDER set?)"
+            )
+        try:
+            mig = self.nv.nvmlDeviceGetMigMode(handle)[0]
+        except self.nv.NVMLError:  # a GPU without MIG
+            mig = 0
+        if mig:
+            # The GPU's utilization counts every MIG instance's kernels, not only those sharing this one.
+            raise RuntimeError("the GPU is split into MIG instances: NVML can't tell this instance's utilization")
+        return handle
 
     def _samples(self, since_us: int = 0) -> list[tuple[int, float]]:
         try:
@@ -197,7 +218,8 @@ class Sensor:
             if events_before is not None and now is not None:
                 mask = events_before | now
                 events = [name for bit, name in CLOCK_EVENTS.items() if mask & bit]
-        wait = host_after[1] - host_before[1] if host_before and host_after else None
+        # Summed over the threads alive at each end: one that ended during the call takes its wait with it.
+        wait = max(host_after[1] - host_before[1], 0.0) if host_before and host_after else None
         pressure = (
             pressure_after - pressure_before if pressure_before is not None and pressure_after is not None else None
         )

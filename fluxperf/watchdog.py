@@ -4,7 +4,9 @@ A build can run for many minutes (a cold compile with autotuning) or never end; 
 whole session. `limit()` raises PhaseTimeout in the main thread when a phase outlives its limit: the variant fails
 with the phase and the time it took, and the session goes on with the next one. The limit is a SIGALRM timer, so
 it interrupts Python code (a compile, an autotuning loop, a pipeline call between kernels); a call stuck inside a
-C function that never returns to Python is interrupted only when it does.
+C function that never returns to Python is interrupted only when it does. Inductor catches Exception in places
+(autotuning, its heuristics), which would swallow one PhaseTimeout: the timer fires again every REPEAT_S while the
+phase is past its deadline.
 
 `on_terminate()` makes SIGTERM (what a CI job's time limit sends, before SIGKILL) end the session the way Ctrl-C
 (SIGINT) does: pytest unwinds and runs its session-finish hooks, which write the reports, the summary and the
@@ -48,15 +50,20 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+# Once a phase is past its deadline the timer repeats this often until the phase ends, so a handler that swallowed
+# the PhaseTimeout is interrupted again. 5 s lets the cleanup that runs as the exception unwinds (finally blocks,
+# closing compile workers) finish before a repeat lands in it, and keeps the overrun small beside the limits
+# themselves (minutes).
+REPEAT_S = 5.0
 _active: list[tuple[float, str, float, str]] = []  # (deadline, phase, limit_s, option), innermost last
 
 
 def _arm() -> None:
     if not _active:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)  # clears the repeat too: a finished phase's timer never fires
         return
     deadline = min(d for d, *_ in _active)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3), REPEAT_S)
 
 
 def _expired(signum, frame) -> None:
@@ -83,10 +90,21 @@ def limit(seconds: float | None, phase: str, option: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _active.remove(entry)
-        _arm()
-        if previous is not None:
-            signal.signal(signal.SIGALRM, previous)
+        # An alarm raising here before the entry is removed would leave it behind, and a later limit would fail at
+        # once naming this phase: SIGALRM is held back while the entry goes, and the removal runs even if the alarm
+        # lands before it is held back. Held back, it is delivered on unblocking and finds the entry gone. The mask
+        # is the main thread's: a SIGALRM another thread takes narrows the window rather than closing it.
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        finally:
+            try:
+                _active.remove(entry)
+                _arm()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+                # Only once a held-back alarm has been handled: under the default handler it would end the process.
+                if previous is not None:
+                    signal.signal(signal.SIGALRM, previous)
 
 
 def _interrupt(signum, frame) -> None:

@@ -11,6 +11,7 @@ instead prints what fluxperf's contention sensor reads on this GPU with and with
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -80,9 +81,22 @@ def check() -> None:
     )
 
 
+def _duty(text: str) -> float:
+    """A share of the time in (0, 1]: the sleep after each burst is its (1 - duty) / duty."""
+    try:
+        duty = float(text)
+    except ValueError:
+        duty = math.nan
+    if not 0 < duty <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a share of the time above 0 and at most 1 (for an idle GPU run no neighbour)"
+        )
+    return duty
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duty", type=float, default=0.2)
+    parser.add_argument("--duty", type=_duty, default=0.2)
     parser.add_argument("--burst-ms", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--log")

@@ -62,8 +62,9 @@ def nvml(monkeypatch, fake) -> contention._Nvml:
 
 def test_the_quiet_window_reads_other_work_and_leaves_out_the_sample_that_overlaps_our_own_call(monkeypatch):
     stamp = {}
-    # 100% busy until the window opens (this process's own call), 30% after it (another process).
-    fake = FakeNvml(lambda t: 100 if t <= stamp.get("open", 1 << 62) else 30)
+    # A sample stamped t covers the period before it: 100% busy for a period that began before the window opened
+    # (this process's own call ran in it), 30% for one wholly inside the window (another process).
+    fake = FakeNvml(lambda t: 100 if t - fake.period_us <= stamp.get("open", 1 << 62) else 30)
     reader = nvml(monkeypatch, fake)
     assert reader.period_s == pytest.approx(0.02)
     stamp["open"] = int(time.time() * 1e6)
@@ -89,6 +90,86 @@ def test_other_processes_and_clock_events(monkeypatch):
     sensor.nvml = nvml(monkeypatch, FakeNvml(lambda t: 0, events=0x40 | 0x4))
     reading = sensor.stop(sensor.start(), 0.12)
     assert reading.clock_events == ["hw_thermal"] and reading.gpu_other_busy == 0.12  # SW power cap is left out
+
+
+class Card(FakeNvml):
+    """FakeNvml with several cards (handles are NVML indices), the UUID lookup failing, PCI addresses and MIG."""
+
+    def __init__(self, pci_bus=(0x1A, 0x3B, 0x5C, 0x7E), mig=0, init_error=None):
+        super().__init__(lambda t: 0)
+        self.pci_bus, self.mig, self.init_error = pci_bus, mig, init_error
+
+    def nvmlInit(self):
+        if self.init_error:
+            raise self.NVMLError(self.init_error)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        raise self.NVMLError("Not Found")
+
+    def nvmlDeviceGetPciInfo(self, handle):
+        return types.SimpleNamespace(domain=0, bus=self.pci_bus[handle], device=0)
+
+    def nvmlDeviceGetMigMode(self, handle):
+        if self.mig is None:
+            raise self.NVMLError("Not Supported")
+        return [self.mig, self.mig]
+
+
+def _cuda(monkeypatch, card, nvml_index, bus=0x5C):
+    """cuda:0 is the card at PCI bus `bus`; torch maps it to NVML's `nvml_index` (a function of it: raise)."""
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", card)
+    props = types.SimpleNamespace(uuid="0f3c", pci_domain_id=0, pci_bus_id=bus, pci_device_id=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    mapping = nvml_index if callable(nvml_index) else {0: nvml_index}.__getitem__
+    monkeypatch.setattr(torch.cuda, "_get_nvml_device_index", mapping, raising=False)
+    return contention.Sensor("cuda:0")
+
+
+def test_without_the_uuid_the_cuda_index_is_mapped_to_nvmls_or_the_gpu_is_not_sensed(monkeypatch):
+    # CUDA_VISIBLE_DEVICES=2: cuda:0 is NVML's device 2, not its device 0.
+    sensor = _cuda(monkeypatch, Card(), 2)
+    assert sensor.nvml.handle == 2 and sensor.why_not_gpu == ""
+
+    def hidden(index):
+        raise RuntimeError("device 0 is not visible (CUDA_VISIBLE_DEVICES=[])")
+
+    sensor = _cuda(monkeypatch, Card(), hidden)
+    assert sensor.nvml is None and sensor.quiet() is None
+    assert sensor.why_not_gpu == (
+        "can't tell which NVML device is cuda:0 (RuntimeError: device 0 is not visible (CUDA_VISIBLE_DEVICES=[]))"
+    )
+    # CUDA_DEVICE_ORDER=FASTEST_FIRST on mixed cards: the index torch gives is another card.
+    sensor = _cuda(monkeypatch, Card(), 1)
+    assert sensor.nvml is None and "NVML device 1 is not cuda:0 (another PCI address" in sensor.why_not_gpu
+    sensor = _cuda(monkeypatch, Card(mig=1), 2)
+    assert sensor.nvml is None and "MIG instances" in sensor.why_not_gpu
+    assert _cuda(monkeypatch, Card(mig=None), 2).nvml.handle == 2  # a GPU without MIG
+
+
+def test_nvml_failing_to_start_leaves_the_gpu_not_sensed_with_the_reason(monkeypatch):
+    sensor = _cuda(monkeypatch, Card(init_error="Driver Not Loaded"), 2)
+    assert sensor.nvml is None and sensor.window_s is None and sensor.why_not_gpu == "NVML: Driver Not Loaded"
+    reading = sensor.stop(sensor.start(), sensor.quiet())
+    assert (reading.gpu_other_busy, reading.gpu_other_procs, reading.clock_events) == (None, None, None)
+
+
+def test_a_thread_that_ends_during_the_call_never_makes_the_runqueue_wait_negative(monkeypatch):
+    totals = iter([(5.0, 2.0), (5.5, 1.5)])  # the ended thread's 0.6 s of wait left the sum
+    monkeypatch.setattr(contention, "_host_totals", lambda: next(totals))
+    sensor = contention.Sensor("cpu")
+    assert sensor.stop(sensor.start(), None).runq_wait_s == 0.0
+
+
+@pytest.mark.parametrize("duty", ["0", "-0.1", "1.5"])
+def test_the_gpu_neighbour_refuses_a_duty_it_cannot_keep(duty):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "scripts" / "gpu-neighbour.py"
+    done = subprocess.run([sys.executable, str(script), "--duty", duty], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"--duty: {duty} is not a share of the time above 0 and at most 1" in done.stderr
 
 
 def _spin(seconds: float) -> None:

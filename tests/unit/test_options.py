@@ -175,3 +175,10 @@ def test_time_limits_default_by_device_and_zero_turns_them_off(settings):
     )
     off = settings("--fluxperf-device=cpu", "--fluxperf-build-timeout=0", "--fluxperf-call-timeout=2.5")
     assert (off.build_timeout_s, off.call_timeout_s) == (None, 2.5)
+
+
+def test_the_readme_states_the_time_limits_defaults():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for option, default in (("build", options.BUILD_TIMEOUT_S), ("call", options.CALL_TIMEOUT_S)):
+        row = f"| `--fluxperf-{option}-timeout` | {default['cuda']:g} s on CUDA, {default['cpu']:g} s on CPU |"
+        assert row in readme, row
