@@ -63,3 +63,12 @@ def write(tr, results: dict, report_dir, written, workers_down: dict) -> None:
     tr.write_line(f"reports: {report_dir}/ (results.json, report.md, latency.png, grid-*.png)")
     if written:
         tr.write_line(f"baseline written: {written}")
+        if report.shared_line(results):
+            # A yardstick measured beside a neighbour is too slow by the neighbour's share: later regressions up
+            # to that size would pass against it.
+            tr.write_line(
+                "WARNING: this baseline was recorded while the machine was shared (the line at the top): its "
+                "latencies include the other process's share; record it again on a quiet machine",
+                red=True,
+                bold=True,
+            )
