@@ -274,7 +274,8 @@ class _Measurement:
         with self.progress.step(f"fidelity: {self.name}'s transformer on eager's inputs, {trajectory.steps} steps"):
             steps = fidelity.compare(trajectory, pipe.transformer, floor)
         status, details = fidelity.judge(steps, floor.values)
-        return {"status": status, "details": details, "floor": floor.to_dict()}
+        hint = self.variant.fidelity_hint(self.result.params) if self.variant.fidelity_hint else None
+        return {"status": status, "details": details, "floor": floor.to_dict(), "hint": hint}
 
 
 class _Paired(_Measurement):

@@ -206,7 +206,8 @@ def quality_floor(result, metric: str, status: str, d: dict, prompts) -> str:
     side = "below" if METRICS[metric].higher_is_better else "above"
     return (
         f"{result.name}: {d['failing']}/{d['images']} images {side} the {metric} floor {d['floor']} ({kind} "
-        f"variant); {worst_image(result, metric, prompts)}"
+        f"variant); {worst_image(result, metric, prompts)}; a floor is set with "
+        f"--fluxperf-floor={result.name}.{metric}=VALUE"
     )
 
 
@@ -257,9 +258,9 @@ def fidelity_across_ranks(name: str) -> str:
     )
 
 
-def fidelity(name: str, status: str, details: dict, method: str | None = None) -> str:
+def fidelity(name: str, status: str, details: dict, method: str | None = None, hint: str | None = None) -> str:
     """A lossless variant's step-by-step fidelity (fluxperf.fidelity.judge): the first step past the bound and its
-    numbers, or how much room was left."""
+    numbers, or how much room was left. `hint`: the variant's own advice for a failure (Variant.fidelity_hint)."""
     k, n = details["k"], details["n_steps"]
     how = f"; floor: {method}" if method else ""
     if status == PASS:
@@ -270,20 +271,29 @@ def fidelity(name: str, status: str, details: dict, method: str | None = None) -
             f"median {details['ratio_median']:.2f}×{how}"
         )
     f = details["first_failure"]
+    where = f"{name}: step {f['step']} (counted from 0, of {n})"
+    if not math.isfinite(f["floor"]):
+        # No bound exists there: the failure says nothing about the variant.
+        return (
+            f"{where}: eager itself produced NaN or infinity: its own error against its upcast reference is "
+            f"{f['floor']} (eager's output or that reference is not finite), so no variant can be judged at this "
+            f"step; look at eager's scenario (dtype, guidance, resolution) and model{how}"
+        )
     more = details["n_failing"] - 1
+    advice = hint or (
+        "One that changes the function on purpose is not lossless: register it without lossless=True and the "
+        "image floors judge it"
+    )
     return (
-        f"{name}: step {f['step']} (counted from 0, of {n}) is the first past the fidelity bound: "
+        f"{where} is the first past the fidelity bound: "
         f"{_fidelity_why(f, k)}; against eager {f['error_vs_eager']:.4g}, cosine {f['cosine_vs_eager']:.6f}; "
         f"{more} more step{'' if more == 1 else 's'} past it{how}. Every step ran on eager's own inputs, so this "
         f"is one transformer call's error, not drift over the steps: the variant computes something else than "
-        f"eager. One that changes the function on purpose is not lossless: register it without lossless=True and "
-        f"the image floors judge it"
+        f"eager. {advice}"
     )
 
 
 def _fidelity_why(f: dict, k: float) -> str:
-    if not math.isfinite(f["floor"]):
-        return f"eager's own error is {f['floor']} there: eager's output or its reference is not finite"
     if not math.isfinite(f["error_vs_ref"]):
         return f"the variant's output is not finite (error {f['error_vs_ref']})"
     return (

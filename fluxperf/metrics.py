@@ -42,24 +42,25 @@ class Metric:
         return f"{value:.{self.decimals}f}{self.unit}"
 
 
-# Floors: a lossless variant is judged step by step (test_fidelity_holds) and against its own baseline's images, so
-# its final images only have to stay clear of a broken pipeline: on the real model 28 steps turn bf16-level
-# differences into different, equally good images (FLUX.1-dev compiled vs eager scored LPIPS 0.38 at 1024²,
-# pytorch/pytorch#179520). These floors catch images unrelated to eager's (noise, a blank image), not a subtle change,
-# which the other two checks catch. Lossy variants keep the floors they had.
+# Floors: on the real model 28 steps turn bf16-level differences into different, equally good images (FLUX.1-dev
+# compiled vs eager scored LPIPS 0.38 at 1024², pytorch/pytorch#179520), so the per-image floors only keep images clear
+# of a broken pipeline (noise, a blank image). A lossless variant is also judged step by step (test_fidelity_holds); a
+# subtle change, lossless or lossy, is caught against the variant's own baseline. Lossy floors equal lossless ones: a
+# lossy stack that also compiles inherits that divergence plus its own, and stricter floors would fail a cached
+# variant on the real model with nothing wrong. Both stay in the table so that a metric may set them apart.
 # Ranges: SSIM lies in [-1, 1], LPIPS is a distance (>= 0; about 1 for unrelated images), PSNR of 8-bit images is a
 # positive number of dB (inf when identical).
 METRICS = {
     m.name: m
     for m in (
-        Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf), floors=(0.6, 0.4), tolerance=0.02),
-        Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0), floors=(0.3, 0.5), tolerance=0.02),
+        Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf), floors=(0.6, 0.6), tolerance=0.02),
+        Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0), floors=(0.3, 0.3), tolerance=0.02),
         Metric(
             "psnr_db",
             "PSNR",
             higher_is_better=True,
             bounds=(0.0, math.inf),
-            floors=(12.0, 15.0),
+            floors=(12.0, 12.0),
             tolerance=1.0,
             aggregate="pooled",
             unit=" dB",

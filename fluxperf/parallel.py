@@ -113,8 +113,12 @@ def _shard(pipe, params: dict, device: str) -> None:
                 dist.broadcast(tensor, src=0)
     degree = {f"{params['cp_mode']}_degree": params["cp_degree"]}
     if params["cp_mode"] == "ring":
-        # Ring attention merges partial results by their log-sum-exp, which plain SDPA doesn't return.
-        pipe.transformer.set_attention_backend("_native_flash")
+        from fluxperf.variants.best_exact import set_attention
+
+        # Ring attention merges partial results by their log-sum-exp, which plain SDPA doesn't return. On this
+        # pipeline's processors only: diffusers' set_attention_backend() also sets the process-wide default, which
+        # eager's processors on rank 0 follow.
+        set_attention(pipe.transformer, "_native_flash")
     # diffusers places rank r on accelerator r % count, a division by zero without one; on CPU every rank is cpu.
     from unittest import mock
 

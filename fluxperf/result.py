@@ -313,7 +313,7 @@ class Quality:
     scores: dict = field(default_factory=dict)  # metric -> Score
     errors: dict = field(default_factory=dict)  # metric -> why it couldn't be computed (LPIPS without weights)
     worst_pair_png: str | None = None  # eager's and the variant's worst image, side by side
-    fidelity: dict | None = None  # lossless variants: {"status", "details", "floor"} or {"skipped"}
+    fidelity: dict | None = None  # lossless variants: {"status", "details", "floor", "hint"} or {"skipped"}
 
     def to_json(self) -> dict:
         return {

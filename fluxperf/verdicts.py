@@ -136,7 +136,9 @@ def fidelity(result) -> Verdict:
     if "skipped" in f:
         return Verdict(SKIP, f["skipped"])
     return Verdict(
-        f["status"], messages.fidelity(result.name, f["status"], f["details"], f["floor"]["method"]), f["details"]
+        f["status"],
+        messages.fidelity(result.name, f["status"], f["details"], f["floor"]["method"], f.get("hint")),
+        f["details"],
     )
 
 

@@ -35,6 +35,14 @@ class HalfDenoised:
 def half_denoised(pipe, scenario, params):
     return HalfDenoised(pipe)
 
+@register("wrong_guidance", lossless=True, fidelity_hint=lambda params: "it doubles the guidance (a test variant)")
+def wrong_guidance(pipe, scenario, params):
+    """Declared lossless, but its transformer sees twice the guidance: another function from the first step on."""
+    def double(module, args, kwargs):
+        return args, {**kwargs, "guidance": kwargs["guidance"] * 2}
+    pipe.transformer.register_forward_pre_hook(double, with_kwargs=True)
+    return pipe
+
 @register("inplace_twin", lossless=True, in_place=True)
 def inplace_twin(pipe, scenario, params):
     """Eager again, but declared in place: eager is timed in a block before it and rebuilt after."""

@@ -21,7 +21,8 @@ class Variant:
     name: str
     build: Callable[..., Any]
     doc: str = ""
-    # Lossless variants must reproduce eager's images; lossy ones are held to a configurable floor.
+    # Lossless variants compute what eager computes: their transformer is held step by step to eager's own rounding
+    # error (test_fidelity_holds). Every variant's images are held to configurable floors and to its baseline.
     lossless: bool = False
     # Simulated-quantization variants are slower than eager by design: never judged on speed.
     timed: bool = True
@@ -36,6 +37,9 @@ class Variant:
     # A cache that decides what to skip from the model's own activations (a threshold): on random weights its
     # hit rate says nothing about the real model's, and the report says so.
     adaptive: bool = False
+    # fidelity_hint(params): what a lossless variant's fidelity failure should advise, where a tunable can make it
+    # compute something else on purpose (best_exact's fp8); None keeps the generic advice.
+    fidelity_hint: Callable[[dict], str | None] | None = None
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -51,9 +55,11 @@ def register(
     check: Callable[[Any, dict], None] | None = None,
     libraries: tuple[str, ...] = (),
     adaptive: bool = False,
+    fidelity_hint: Callable[[dict], str | None] | None = None,
 ):
     """Decorator for `build(pipe, scenario, params) -> pipe`. `params` declares tunables and defaults;
-    `check(scenario, params)` raises Unavailable when the variant can't run in this session."""
+    `check(scenario, params)` raises Unavailable when the variant can't run in this session; `fidelity_hint(params)`
+    words the advice of a lossless variant's fidelity failure."""
 
     def wrap(build):
         if name in _REGISTRY:
@@ -70,6 +76,7 @@ def register(
             check,
             tuple(libraries),
             adaptive,
+            fidelity_hint,
         )
         return build
 

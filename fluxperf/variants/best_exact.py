@@ -191,10 +191,22 @@ def check(scenario, params):
     check_pieces("best_exact", "best_exact", scenario, params, cuda_only={"best_exact_cudagraphs": "CUDA graphs"})
 
 
-# Lossless: every piece computes what eager computes, up to float rounding (fp8 off by default; on, it must meet
-# the lossless floors). Not in_place: every piece adds modules, Parameters, processors' settings or compiled calls to
-# share_modules' copy; eager's weights are only read.
-@register("best_exact", lossless=True, params=PARAMS, check=check)
+def fidelity_hint(params) -> str | None:
+    """With fp8 on, quantization is what a fidelity failure points at: the fix is a tunable, not the registration."""
+    recipe = str(params["best_exact_fp8"])
+    if recipe == "off":
+        return None
+    return (
+        f"best_exact_fp8={recipe} quantizes the transformer, which changes the function: pass "
+        "--fluxperf-param=best_exact_fp8=off to keep best_exact exact, or time fp8 with an ao_fp8_* variant "
+        "(ao_fp8_compile, ao_fp8_tensor_compile, ao_fp8_static_compile), which the image floors judge"
+    )
+
+
+# Lossless: every piece computes what eager computes, up to float rounding (fp8 off by default; on, it must still pass
+# test_fidelity_holds, and fidelity_hint says what to do when it doesn't). Not in_place: every piece adds modules,
+# Parameters, processors' settings or compiled calls to share_modules' copy; eager's weights are only read.
+@register("best_exact", lossless=True, params=PARAMS, check=check, fidelity_hint=fidelity_hint)
 def build(pipe, scenario, params):
     import torch
 

@@ -249,3 +249,26 @@ def test_quality_judged_on_the_first_prompt_while_rounds_time_every_prompt(suite
     assert {metric: len(s["values"]) for metric, s in scores.items()} == {"lpips": 2, "ssim": 2, "psnr_db": 2}
     # figures.image_grid draws a row of 2.9 inches at 100 dpi per image pair: two pairs, two rows.
     assert Image.open(suite.reports / "grid-twin.png").height == 2 * 290
+
+
+def test_fidelity_compares_the_variants_own_transformer(suite):
+    """The bench must hand the variant's transformer to the step-by-step comparison: twin is eager itself, so only a
+    lossless variant that computes something else (twice the guidance) shows that it is the variant's that runs."""
+    result = suite(
+        "--fluxperf-variants=twin,wrong_guidance",
+        "--fluxperf-num-prompts=1",
+        "--fluxperf-rounds=2",
+        "--fluxperf-max-rounds=2",
+        "-k",
+        "test_fidelity_holds",
+        "-v",
+        "-rf",
+        inprocess=True,
+    )
+    out = result.stdout.str()
+    result.assert_outcomes(passed=1, failed=1)
+    assert "test_quality.py::test_fidelity_holds[twin] PASSED" in out
+    assert "FAILED test_quality.py::test_fidelity_holds[wrong_guidance]" in out
+    assert "wrong_guidance: step 0 (counted from 0, of 4) is the first past the fidelity bound" in out
+    # The variant's own advice (Variant.fidelity_hint), not the generic one.
+    assert "the variant computes something else than eager. it doubles the guidance (a test variant)" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import math
 import types
 from pathlib import Path
@@ -284,7 +285,26 @@ def test_non_finite_numbers_fail():
     status, details = judge(_steps([0.01, math.inf]), [0.01, 0.01])
     assert status == FAIL and details["first_failure"]["step"] == 1
     status, details = judge(_steps([0.01, 0.01]), [0.01, math.nan])
-    assert status == FAIL and "eager's output or its reference is not finite" in message("v", status, details)
+    text = message("v", status, details)
+    assert status == FAIL and text.startswith("v: step 1 (counted from 0, of 2): eager itself produced NaN or infinity")
+    # Eager's failure, not the variant's: nothing in it blames the variant or advises changing its registration.
+    assert "computes something else" not in text and "lossless=True" not in text
+
+
+def test_a_variant_words_its_own_advice_for_a_fidelity_failure():
+    from fluxperf import verdicts
+    from fluxperf.result import Quality, Result
+
+    status, details = judge(_steps([0.01, 0.5]), [0.01, 0.01])
+    assert "register it without lossless=True" in message("v", status, details)
+    hint = get("best_exact").fidelity_hint
+    assert hint({"best_exact_fp8": "off"}) is None
+    advice = hint({"best_exact_fp8": "row"})
+    assert "--fluxperf-param=best_exact_fp8=off" in advice and "ao_fp8_compile" in advice
+    # The bench stores the hint beside the judgement; the verdict's message gives it instead of the generic advice.
+    fidelity_result = {"status": status, "details": details, "floor": {"method": "m"}, "hint": advice}
+    verdict = verdicts.fidelity(Result("best_exact", quality=Quality(fidelity=fidelity_result)))
+    assert verdict.status == FAIL and verdict.message.endswith(advice) and "lossless=True" not in verdict.message
 
 
 def test_a_zero_floor_admits_only_zero_error():
@@ -317,14 +337,45 @@ def test_mismatched_lengths_are_refused():
         judge(_steps([0.1, 0.1, 0.1]), [0.1, 0.1])
 
 
-def test_the_gpu_script_runs_its_cpu_path(tiny):
+def test_the_gpu_script_runs_its_cpu_path(tiny, monkeypatch, tmp_path, capsys):
     """scripts/fidelity_gpu.py without its compiles: eager judged against its own floor, a CUDA-only variant skipped
-    with its reason, the timing rounds and the tables."""
+    with its reason, a variant that computes something else failed (and the exit status says so) on copies of every
+    module, the timing rounds and the tables."""
+    import sys
+
+    from fluxperf import models, variants
+
     path = Path(__file__).resolve().parents[2] / "scripts" / "fidelity_gpu.py"
     spec = importlib.util.spec_from_file_location("fidelity_gpu", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    data = script.run(SCENARIO, ["eager", "compile_cudagraphs"], rounds=2, say=lambda text: None, pipe=tiny.pipe)
+    variants.names()  # the shipped variants, before the registry is swapped for a copy this test may add to
+    monkeypatch.setattr(variants, "_REGISTRY", dict(variants._REGISTRY))
+    got = {}
+
+    @variants.register("doubled_guidance", lossless=True)
+    def doubled_guidance(pipe, scenario, params):
+        got.update(pipe.components)
+        pipe.transformer.register_forward_pre_hook(
+            lambda module, args, kwargs: (args, {**kwargs, "guidance": kwargs["guidance"] * 2}), with_kwargs=True
+        )
+        return pipe
+
+    monkeypatch.setattr(models, "build_pipeline", lambda scenario, say=None: tiny.pipe)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the checkout first
+    size = ["--height", "128", "--width", "128", "--steps", "8", "--guidance", "4"]
+    out = tmp_path / "fidelity.json"
+    argv = ["--model", "tiny", "--device", "cpu", "--dtype", "bfloat16", *size, "--rounds", "2", "--out", str(out)]
+    assert script.main([*argv, "--variants", "eager,compile_cudagraphs,doubled_guidance"]) == 1
+    # The variant was built on copies of every module (best_exact fuses the VAE and compiles T5), sharing the weights.
+    for name, module in tiny.pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            assert got[name] is not module, name
+            assert next(got[name].parameters()) is next(module.parameters()), name
+    data = json.loads(out.read_text())
+    assert data["variants"]["doubled_guidance"]["status"] == FAIL
+    assert data["variants"]["doubled_guidance"]["details"]["first_failure"]["step"] == 0
     eager = data["variants"]["eager"]
     assert eager["status"] == PASS and eager["details"]["ratio_max"] == pytest.approx(1.0)
     assert len(eager["latency_s"]) == 2 and eager["build_s"] > 0
@@ -334,6 +385,8 @@ def test_the_gpu_script_runs_its_cpu_path(tiny):
     assert "| eager | PASS | 1.00 / 1.00 / 1.00 | – |" in text, text
     assert "Random weights: these floors and ratios are the tiny model's, not FLUX.1-dev's." in text
     assert "| compile_cudagraphs | skipped: compile_cudagraphs needs a CUDA device" in text
+    assert "| doubled_guidance | FAIL |" in text and text in capsys.readouterr().out
+    assert script.main([*argv, "--variants", "eager"]) == 0
 
 
 def test_emulating_casts_skips_a_float32_session_where_there_are_none():

@@ -66,3 +66,29 @@ def test_a_failed_call_on_rank_0_stops_talking_to_the_followers(monkeypatch):
     pipe.close()  # ...nor a release, nor an exit: they would wait on it forever
     group.finish()
     assert sent == [sent[0]]
+
+
+def test_ring_attention_is_set_on_the_variants_processors_only(monkeypatch):
+    """Rank 0 shards the harness's copy while eager keeps running beside it: the ring's flash backend must not become
+    the process-wide default that eager's processors follow. The sharding itself needs 2 processes: this checks the
+    backend choice, with the broadcast and diffusers' enable_parallelism recorded instead of run."""
+    import torch.distributed as dist
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    from fluxperf.models import build_pipeline
+    from fluxperf.pipelines import share_modules
+
+    eager = build_pipeline(Scenario(model="tiny", height=64, width=64, steps=2, device="cpu"))
+    copy = share_modules(eager)
+    configs = []
+    monkeypatch.setattr(dist, "broadcast", lambda tensor, src: None)
+    monkeypatch.setattr(type(copy.transformer), "enable_parallelism", lambda self, config: configs.append(config))
+    # Put back whatever a wrong _shard sets, so that a failure here leaves later tests their default.
+    monkeypatch.setattr(_AttentionBackendRegistry, "_active_backend", _AttentionBackendRegistry._active_backend)
+    active = _AttentionBackendRegistry._active_backend
+    parallel._shard(copy, {"cp_mode": "ring", "cp_degree": 2}, "cpu")
+    assert [(c.ring_degree, c.ulysses_degree) for c in configs] == [(2, 1)]
+    copied = copy.transformer.transformer_blocks[0].attn.processor._attention_backend
+    assert copied == AttentionBackendName._NATIVE_FLASH
+    assert eager.transformer.transformer_blocks[0].attn.processor._attention_backend is None
+    assert _AttentionBackendRegistry._active_backend == active

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from fluxperf import baselines, quality, verdicts
+from fluxperf import baselines, checks, quality, verdicts
 from fluxperf.messages import Context
-from fluxperf.metrics import fmt
+from fluxperf.metrics import METRICS, fmt
 from fluxperf.result import Quality, Result, Score, json_number
 
 
@@ -106,7 +107,7 @@ def _judge(metric: str, values: list[float], recorded: dict, tolerance: float, b
 
 def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
     recorded = {"lpips_mean": 0.01, "lpips_backbone": "random"}
-    # 0.2 is under the lossy floor (0.4) but far past the baseline's 0.01 + 0.02.
+    # 0.2 is under the floor (0.6) but far past the baseline's 0.01 + 0.02.
     v = _judge("lpips", [0.2], recorded, 0.02, "random")
     assert v.status == "FAIL" and "mean lpips 0.2000 vs baseline 0.0100" in v.message
     # Recorded on a random backbone, measured on AlexNet: different scales, skipped with the reason.
@@ -116,6 +117,27 @@ def test_lpips_mean_is_compared_with_the_baseline_only_on_the_same_backbone():
         "different scales" in _judge("lpips", [0.2], {**recorded, "lpips_backbone": "alexnet"}, 0.02, "random").message
     )
     assert _judge("lpips", [0.02], recorded, 0.02, "random").status == "PASS"
+
+
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_lossy_floors_are_no_stricter_than_lossless_ones(metric):
+    """A lossy stack that also compiles inherits compile's divergence on the real model (pytorch/pytorch#179520)
+    plus its own. And a lossless variant whose step-by-step check is skipped (context_parallel) is judged by the
+    image floors alone: it must not get looser ones than a lossy variant."""
+    m = METRICS[metric]
+    lossless, lossy = m.floor(True), m.floor(False)
+    assert (lossy <= lossless) if m.higher_is_better else (lossy >= lossless), (lossless, lossy)
+    bench = SimpleNamespace(settings=SimpleNamespace(floors={}))
+    unchecked = Result("cp", lossless=True, quality=Quality(fidelity={"skipped": "runs across the ranks"}))
+    assert checks.floor(bench, unchecked, metric) == checks.floor(bench, Result("cache"), metric), (
+        "floors now differ: a lossless variant with its fidelity skipped must get the lossy floor in checks.floor"
+    )
+
+
+def test_a_floor_failure_names_the_option_that_sets_the_floor():
+    v = verdicts.quality_floor(_result("ssim", [0.1, 0.9]), "ssim", 0.3, ["a prompt", "another"])
+    assert v.status == "FAIL" and v.message.startswith("v: 1/2 images below the ssim floor 0.3 (lossy variant)")
+    assert v.message.endswith("; a floor is set with --fluxperf-floor=v.ssim=VALUE")
 
 
 def test_a_baseline_entry_without_quality_is_a_reason_to_skip_never_a_pass():
