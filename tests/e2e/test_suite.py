@@ -272,3 +272,16 @@ def test_fidelity_compares_the_variants_own_transformer(suite):
     assert "wrong_guidance: step 0 (counted from 0, of 4) is the first past the fidelity bound" in out
     # The variant's own advice (Variant.fidelity_hint), not the generic one.
     assert "the variant computes something else than eager. it doubles the guidance (a test variant)" in out
+
+
+def test_a_baseline_recorded_on_a_shared_machine_is_warned_about(suite, monkeypatch):
+    from fluxperf import contention
+
+    warning = "WARNING: this baseline was recorded while the machine was shared"
+    monkeypatch.setattr(contention, "SHARED_HOST_WAIT", 2.0)  # nothing counts as shared
+    quiet = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", "-k", "benchmark", inprocess=True)
+    assert "baseline written: " in quiet.stdout.str() and warning not in quiet.stdout.str()
+    monkeypatch.setattr(contention, "SHARED_HOST_WAIT", 0.0)  # every call counts as shared
+    shared = suite("--fluxperf-variants=twin", "--fluxperf-update-baselines", "-k", "benchmark", inprocess=True)
+    out = shared.stdout.str()
+    assert "THE MACHINE WAS SHARED" in out and "baseline written: " in out and warning in out
