@@ -271,3 +271,59 @@ def test_the_stack_rule_does_not_name_a_suspect_for_what_sharing_explains():
     assert v.status == WARN and "not judged" in v.message, v.message
     quiet = verdicts.judge_stack("compile", replace(now, contention=contention.empty()), base, 0.05, ctx)
     assert quiet.status == FAIL and "suspects: torch" in quiet.message, quiet.message
+
+
+def _pipeline(factor, eager, bound, host=1.0, host_wait=None, gpu_busy=None, seed=0):
+    """20 rounds of a pipeline `factor` and eager `eager` times their baseline's latency, on a host whose probe
+    runs `host` times the baseline's; `host_wait`: the share of the calls' time its threads waited for a CPU."""
+    rng = np.random.default_rng(seed)
+    samples = 1.0 * factor * np.exp(rng.normal(0, 0.01, 20))
+    eager_s = 2.2 * eager * np.exp(rng.normal(0, 0.01, 20))
+    probe = {**PROBE, "launch_s": [1e-4 * host] * 20}
+    record = {
+        **contention.empty(),
+        "gpu_other_busy": [gpu_busy] * 20,
+        "runq_wait_s": [host_wait * s if host_wait else None for s in samples],
+    }
+    return Timings(
+        samples_s=list(samples),
+        eager_samples_s=list(eager_s),
+        probe=probe,
+        eager_probe=probe,
+        contention=record,
+        recorded={"bound": bound, "gpu_busy": 0.94 if bound == "gpu" else 0.67},
+    )
+
+
+@pytest.mark.parametrize(
+    "bound, factor, eager, tol, case, words",
+    [
+        ("host", 1.30, 1.30, 0.08, "host slower", "the host is slower than its probe shows"),
+        ("gpu", 1.20, 1.25, 0.03, "eager slower", "eager is slower by at least as much"),
+    ],
+)
+def test_sharing_never_makes_the_verdict_harsher_than_on_a_quiet_machine(bound, factor, eager, tol, case, words):
+    """The whole pipeline slower, eager as much as the variant: the quiet rule warns instead of failing, and so
+    must the shared one, whose FAIL only ever needs more evidence."""
+    base = _pipeline(1.0, 1.0, bound, seed=2)
+    shared = {"host_wait": 0.06} if bound == "host" else {"gpu_busy": 0.03}
+    for sharing in ({}, shared):
+        now = _pipeline(factor, eager, bound, seed=1, **sharing)
+        v = verdicts.judge_speed("cache", now, base, tol, CTX, eager_bound=bound, final=True)
+        assert v.status == WARN and v.details["case"] == case and words in v.message, v.message
+        assert bool(v.details.get("shared")) == bool(sharing), v.message
+        if sharing:
+            assert "the machine was shared" in v.message, v.message
+
+
+def test_a_faster_host_does_not_let_a_shared_session_pass_a_regression():
+    """Host-bound, 15% slower net of a host whose probe is 25% faster: its raw latency is below the baseline's,
+    but the rule that PASSes a shared session on raw latency must not pass what the quiet rule fails."""
+    base = _pipeline(1.0, 1.0, "host", seed=2)
+    quiet = _pipeline(1.15 * 0.75, 0.75, "host", host=0.75, seed=1)
+    v = verdicts.judge_speed("cache", quiet, base, 0.08, CTX, eager_bound="host", final=True)
+    assert v.status == FAIL and v.details["case"] == "regressed", v.message
+    shared = _pipeline(1.15 * 0.75, 0.75, "host", host=0.75, host_wait=0.06, seed=1)
+    v = verdicts.judge_speed("cache", shared, base, 0.08, CTX, eager_bound="host", final=True)
+    assert v.details["shared"] and v.details["raw"][2] < math.log1p(0.08), v.message  # fast before the probe
+    assert v.status in (FAIL, INCONCLUSIVE), v.message

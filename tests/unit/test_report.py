@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from fluxperf import report
+from fluxperf import contention, report, summary
 from fluxperf.result import Quality, Result, Score, Timings
 from fluxperf.roofline import Work
 from fluxperf.scenario import Scenario
@@ -133,3 +133,36 @@ def test_the_roofline_table_counts_work_and_warns_about_adaptive_caches_on_rando
     # 2 TFLOP in the median 0.5 s image: 4 TFLOP/s.
     assert "| compile | 2 | 4 | " in md, md
     assert "8 / 0 (adaptive: on random weights not representative)" in md
+
+
+class _Terminal:
+    """The terminal reporter as far as the summary writes to it."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write_sep(self, sep, title):
+        self.lines.append(title)
+
+    def write_line(self, line, **markup):
+        self.lines.append(line)
+
+
+def test_a_variant_whose_calls_shared_the_machine_heads_the_summary_and_report_md(results, tmp_path):
+    """compile's threads waited for a CPU a tenth of each call's time (another process on the cores); eager's
+    didn't. The line opening the terminal summary and report.md names compile alone, with the share."""
+    t = results["compile"].timings
+    t.contention = {**contention.empty(), "runq_wait_s": [0.1 * s for s in t.samples_s]}
+    results["eager"].timings.contention = {**contention.empty(), "runq_wait_s": [0.0] * 5}
+    doc = _document(results)
+    report.write_summary(doc, tmp_path)
+    # As read back from results.json, as the xdist merge and the report command do.
+    doc = json.loads((tmp_path / "results.json").read_text())
+    line = "THE MACHINE WAS SHARED during timed calls: compile (waited for a CPU for 10% of its calls' time)."
+    md = (tmp_path / "report.md").read_text()
+    assert f"> **{line}" in md and md.index(line) < md.index(report.model_banner("tiny")), md
+    terminal = _Terminal()
+    summary.write(terminal, doc, tmp_path, None, {})
+    assert terminal.lines[1].startswith(line) and "eager (" not in terminal.lines[1], terminal.lines[:3]
+    quiet = _document({k: v for k, v in results.items() if k != "compile"})
+    assert report.shared_line(quiet) is None and "THE MACHINE WAS SHARED" not in report.markdown(quiet, None)

@@ -304,6 +304,14 @@ def test_a_real_regression_beside_a_neighbour_never_passes(duty):
     assert set(r["speed"]) <= {FAIL, INCONCLUSIVE}, r["speed"]
 
 
+def test_a_host_bound_variant_beside_a_neighbour_fails_no_more_than_on_a_quiet_machine():
+    """The neighbour slows the GPU part of a host-bound variant's calls and of eager's alike, and the rule counts
+    none of a host-bound pipeline's slowdown as the GPU sharing's: eager, host-bound too, must take the blame as on
+    a quiet machine. Before the shared rule let it, 12.8% of these sessions failed."""
+    r = rates(24, World(neighbour=0.3), "host")
+    assert r["speed"].get(FAIL, 0) <= 0.01, r["speed"]
+
+
 def test_a_regression_far_beyond_what_the_neighbour_explains_still_fails():
     r = rates(23, World(neighbour=0.1, variant=1.5))
     assert r["speed"].get(FAIL, 0) >= 0.95, r["speed"]
