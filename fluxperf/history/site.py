@@ -189,7 +189,9 @@ def _latency_chart(
     net = history_steps.net_latencies([history_steps.timings(series[k]) for k in usable])
     # The probe-normalized line: each session's lower quartile as it would be on the first session's machine.
     normalized = {k: math.exp(v) for k, v in zip(usable, net) if math.isfinite(v)}
-    segs = history_steps.detect(np.array([math.log(normalized[k]) for k in usable])) if len(usable) >= 2 else []
+    # Levels over the sessions the verdict looks at, at most: the exact segmentation is cubic in their number.
+    tail = usable[-history_steps.MAX_RANGE :]
+    segs = history_steps.detect(np.array([math.log(normalized[k]) for k in tail])) if len(tail) >= 2 else []
     frame = Frame(n, list(lq.values()) + list(normalized.values()), WIDTH, HEIGHT, PAD)
     body = frame.axes(
         dates, "seconds per image: lower quartile (dots), net of the machine probe (line), levels (dashed)"
@@ -204,7 +206,7 @@ def _latency_chart(
         )
     found_steps = []
     for s in range(1, len(segs)):
-        first = usable[segs[s].start]
+        first = tail[segs[s].start]
         size = segs[s].level - segs[s - 1].level
         x = frame.x(xs[first] - 0.5)
         css = "step-marker" + ("" if size > 0 else " step-down")
@@ -218,7 +220,7 @@ def _latency_chart(
         found_steps.append({"session_id": series[first].session_id, "utc": series[first].recorded_utc, "size": size})
     body.append(_polyline([(frame.x(xs[k]), frame.y(normalized[k])) for k in usable if k in normalized], "net"))
     for seg in segs:
-        a, b = xs[usable[seg.start]], xs[usable[seg.stop - 1]]
+        a, b = xs[tail[seg.start]], xs[tail[seg.stop - 1]]
         y = frame.y(math.exp(seg.level))
         body.append(
             f'<line class="level" x1="{frame.x(a - 0.4):.1f}" y1="{y:.1f}" x2="{frame.x(b + 0.4):.1f}" y2="{y:.1f}"/>'

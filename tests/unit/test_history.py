@@ -1108,3 +1108,17 @@ def test_the_command_line_refuses_a_history_that_is_off(monkeypatch, capsys):
     monkeypatch.setenv("FLUXPERF_HISTORY", "off")
     assert main(["history", "html", "site"]) == 2
     assert "FLUXPERF_HISTORY is off" in capsys.readouterr().err
+
+
+def test_the_page_draws_levels_over_the_sessions_the_verdict_looks_at(tmp_path, monkeypatch):
+    # The exact segmentation is cubic in the sessions: the page, like the verdict, segments the last MAX_RANGE.
+    step_history(tmp_path / "h.sqlite")
+
+    def compile_chart(max_range: int) -> str:
+        monkeypatch.setattr(history_steps, "MAX_RANGE", max_range)
+        with history.open_store(tmp_path / "h.sqlite", create=False) as store:
+            page = history.write_site(store, tmp_path / f"site-{max_range}").read_text()
+        return page.split('data-variant="compile" data-gpu="sim-gpu"')[1].split("</figure>")[0]
+
+    assert compile_chart(20).count('class="step-marker"') == 1  # sessions 20-39 hold the step at 24
+    assert compile_chart(10).count('class="step-marker"') == 0  # sessions 30-39 are one level
