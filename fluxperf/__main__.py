@@ -36,7 +36,7 @@ def _history(args) -> int:
     from fluxperf import history
 
     where = args.history or history.default_location()
-    if where == "off":
+    if where is None or where == "off":
         print("error: FLUXPERF_HISTORY is off: name a history with --history=PATH_OR_URL", file=sys.stderr)
         return 2
     try:

@@ -365,7 +365,7 @@ def resolve(config, worker: str | None = None) -> Settings:
     params = _params(opt, chosen)
     floors = _floors(opt, available)
     root = Path(config.rootpath)
-    cache = opt("cache_dir") or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
+    cache = cache_dir(opt("cache_dir"))
     as_given = lambda *names: {name: opt(name) for name in names}
     scenario = Scenario(
         model=model,
@@ -388,12 +388,18 @@ def resolve(config, worker: str | None = None) -> Settings:
         rebaseline=rebaseline_command(opt, model, dtype),
         build_timeout_s=_limit(opt("build_timeout"), BUILD_TIMEOUT_S, device),
         call_timeout_s=_limit(opt("call_timeout"), CALL_TIMEOUT_S, device),
-        history=_history(opt("history"), Path(cache).expanduser()),
+        history=history_location(opt("history"), Path(cache).expanduser()),
         **as_given("rounds", "max_rounds", "update_baselines", "require_baseline", "lpips_random_backbone"),
     )
 
 
-def _history(given: str | None, cache: Path) -> str | None:
+def cache_dir(given: str | None = None) -> str:
+    """--fluxperf-cache-dir, else FLUXPERF_CACHE_DIR, else ~/.cache/fluxperf (not expanded)."""
+    return given or os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
+
+
+def history_location(given: str | None, cache: Path) -> str | None:
+    """--fluxperf-history, else FLUXPERF_HISTORY, else history.sqlite in the cache dir; None where it is off."""
     where = given or os.environ.get("FLUXPERF_HISTORY") or str(cache / "history.sqlite")
     return None if where == "off" else where
 

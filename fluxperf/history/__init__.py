@@ -20,7 +20,6 @@ Every stored variant entry is a fluxperf.result.Result's JSON; a Point's `result
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fluxperf.history.record import (
@@ -77,13 +76,12 @@ def point_of(record: SessionRecord, variant: str) -> Point:
     )
 
 
-def default_location() -> str:
-    """FLUXPERF_HISTORY, else history.sqlite in fluxperf's cache dir (FLUXPERF_CACHE_DIR, else ~/.cache/fluxperf):
-    the cache dir already lives on the runner's persistent disk."""
-    if os.environ.get("FLUXPERF_HISTORY"):
-        return os.environ["FLUXPERF_HISTORY"]
-    cache = os.environ.get("FLUXPERF_CACHE_DIR") or "~/.cache/fluxperf"
-    return str(Path(cache).expanduser() / "history.sqlite")
+def default_location() -> str | None:
+    """Where the command line finds the history when --history isn't given: as a session would without
+    --fluxperf-history (FLUXPERF_HISTORY, else history.sqlite in the cache dir); None where FLUXPERF_HISTORY is off."""
+    from fluxperf import options
+
+    return options.history_location(None, Path(options.cache_dir()).expanduser())
 
 
 def write_site(store: Store, out_dir) -> Path:
