@@ -271,7 +271,6 @@ def judge(
     interval is beyond it and the new level is at least `min_size` sessions long; rules.INCONCLUSIVE otherwise (the
     interval straddles the tolerance, the new level is younger, or the history is too short: details["reason"]).
     The details are JSON-safe; message() renders them. docs/history.md states the rule as a table."""
-    limit = math.log1p(tolerance)
     details = {
         "tolerance": tolerance,
         "window": window,
@@ -300,28 +299,8 @@ def judge(
     details["sessions"] = len(span)
     if len(span) < 2 * min_size:
         return rules.INCONCLUSIVE, {**details, "reason": "too short"}
-    y = net_latencies([timings(p) for p in span], cache, [p.session_id for p in span])
-    # The noise is estimated over up to NOISE_SESSIONS sessions, also before the range: a month of sessions gives a
-    # rough estimate, and in simulation an estimate of half the true noise turned noise into FAILs.
-    wide = [p for p in points[-NOISE_SESSIONS:] if usable(timings(p))]
-    sd = (
-        noise_sd(net_latencies([timings(p) for p in wide], cache, [p.session_id for p in wide]))
-        if len(wide) > len(span)
-        else noise_sd(y)
-    )
-    segs = detect(y, beta, sd, min_size)
-
-    def segment_of(k: int) -> int:
-        return next(s for s, seg in enumerate(segs) if seg.start <= k < seg.stop)
-
-    # A reference session without timings of its own is represented by the next one that has them.
-    candidates = []
-    for name, ref in (("window", first), ("baseline", oldest)):
-        k = next((k for k, i in enumerate(index) if i >= ref), None) if ref is not None else None
-        if k is not None:
-            candidates.append((segs[-1].level - segs[segment_of(k)].level, name == "baseline", name, k))
-    rise, _, reference, k = max(candidates)
-    first_seg = segment_of(k)
+    segs, sd = _levels(points, span, cache, beta, min_size)
+    rise, reference, k, first_seg = _reference(segs, index, first, oldest)
     before, latest = segs[first_seg], segs[-1]
     # The interval of a difference of two medians of independent sessions (a median's error is sqrt(pi/2) times a
     # mean's), with the series' noise; zero width when the latest session sits on the reference level itself.
@@ -344,15 +323,52 @@ def judge(
             if segs[s].level > segs[s - 1].level
         ],
     )
+    return _decide(details, span, latest.size, half, math.log1p(tolerance))
+
+
+def _levels(points: list[Point], span: list[Point], cache, beta, min_size: int) -> tuple[list[Segment], float]:
+    """The levels the span's net latencies are cut into, and the series' noise they were cut with."""
+    y = net_latencies([timings(p) for p in span], cache, [p.session_id for p in span])
+    # The noise is estimated over up to NOISE_SESSIONS sessions, also before the range: a month of sessions gives a
+    # rough estimate, and in simulation an estimate of half the true noise turned noise into FAILs.
+    wide = [p for p in points[-NOISE_SESSIONS:] if usable(timings(p))]
+    sd = (
+        noise_sd(net_latencies([timings(p) for p in wide], cache, [p.session_id for p in wide]))
+        if len(wide) > len(span)
+        else noise_sd(y)
+    )
+    return detect(y, beta, sd, min_size), sd
+
+
+def _reference(segs: list[Segment], index: list[int], first: int, oldest: int | None) -> tuple[float, str, int, int]:
+    """The larger rise of the latest level over the two references' levels: (rise, which reference, the reference
+    session's position in the span, its level's position). A reference session without timings of its own is
+    represented by the next one that has them."""
+
+    def segment_of(k: int) -> int:
+        return next(s for s, seg in enumerate(segs) if seg.start <= k < seg.stop)
+
+    candidates = []
+    for name, ref in (("window", first), ("baseline", oldest)):
+        k = next((k for k, i in enumerate(index) if i >= ref), None) if ref is not None else None
+        if k is not None:
+            candidates.append((segs[-1].level - segs[segment_of(k)].level, name == "baseline", name, k))
+    rise, _, reference, k = max(candidates)
+    return rise, reference, k, segment_of(k)
+
+
+def _decide(details: dict, span: list[Point], latest_size: int, half: float, limit: float) -> tuple[str, dict]:
+    """The verdict on the rise in `details`, its interval's half width `half` and the log tolerance `limit`."""
+    rise = details["rise"]
     if rise <= limit:
         return rules.PASS, details
-    if latest.size < min_size:
+    if latest_size < details["min_size"]:
         return rules.INCONCLUSIVE, {**details, "reason": "young level"}
     if rise - half <= limit:
         return rules.INCONCLUSIVE, {**details, "reason": "straddles"}
     # As the speed rule does (README, "When the machine is shared"): a session whose calls shared the machine is not
     # failed for what the sharing can explain.
-    sh = timings(points[-1]).sharing
+    sh = timings(span[-1]).sharing
     if sh.shared:
         bound, share = series_bound([timings(p) for p in span])
         explained = sh.explained(*stats.sharing_weights(bound, share))
