@@ -260,6 +260,11 @@ class Sharing:
     def shared(self) -> bool:
         return (self.gpu_busy or 0.0) >= SHARED_GPU_BUSY or (self.host_wait or 0.0) >= SHARED_HOST_WAIT
 
+    def as_dict(self) -> dict:
+        """The readings as the verdicts' details and results.json carry them."""
+        clocks = list(self.clocks)
+        return {"gpu_busy": self.gpu_busy, "host_wait": self.host_wait, "procs": self.procs, "clocks": clocks}
+
     def explained(self, gpu_weight: float, host_weight: float) -> float:
         """The largest log slowdown the sharing can explain: while another process's kernels run this process's
         wait (at worst all of that time), so the GPU-bound part of a call stretches by up to 1 / (1 - gpu_busy);

@@ -248,13 +248,7 @@ class Timings:
             "bound": self.bound,
             "gpu_busy": self.gpu_busy,
             "cpu_share": self.cpu_share,
-            "sharing": {
-                "gpu_busy": sh.gpu_busy,
-                "host_wait": sh.host_wait,
-                "procs": sh.procs,
-                "clocks": list(sh.clocks),
-                "shared": sh.shared,
-            },
+            "sharing": {**sh.as_dict(), "shared": sh.shared},
         }
 
     # ----- JSON ----------------------------------------------------------------------------------------------------

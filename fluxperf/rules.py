@@ -99,7 +99,7 @@ def _regressed(
 def _sharing(now, base) -> tuple[dict, float]:
     sh = now.sharing
     explained = sh.explained(*stats.sharing_weights(base.bound, stats.host_share(now, base)))
-    return {"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks)}, explained
+    return sh.as_dict(), explained
 
 
 def _speed_shared(

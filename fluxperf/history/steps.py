@@ -372,10 +372,7 @@ def _decide(details: dict, span: list[Point], latest_size: int, half: float, lim
     if sh.shared:
         bound, share = series_bound([timings(p) for p in span])
         explained = sh.explained(*stats.sharing_weights(bound, share))
-        details.update(
-            explained=explained,
-            sharing={"gpu_busy": sh.gpu_busy, "host_wait": sh.host_wait, "procs": sh.procs, "clocks": list(sh.clocks)},
-        )
+        details.update(explained=explained, sharing=sh.as_dict())
         if rise - half - explained <= limit:
             return rules.INCONCLUSIVE, {**details, "reason": "shared"}
     return rules.FAIL, details
